@@ -1,0 +1,45 @@
+//! `cargo xtask <task>`: the project's own tools (see `cargo xtask help`).
+
+mod cuda_tools;
+mod ptx_report;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ptx [--clean] [--arch ARCH]   build the kernels for every architecture and print, per kernel,
+                                registers, spills, stack frame and static shared memory (ptxas);
+                                fails if a kernel does not assemble or a hot kernel spills
+  ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
+  help                          this text
+";
+
+fn main() -> ExitCode {
+    // rustc calls this program back as the NVPTX link step while it builds the kernels.
+    kernel_builder::run_if_invoked_as_linker();
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ptx") => ptx_report::run(&args[1..]),
+        Some("help") | Some("--help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent folder").to_path_buf()
+}
