@@ -2,6 +2,17 @@
 //! in Rust and compiled to PTX by rustc.
 //!
 //! The kernels live in the `kernels/` crate; `build.rs` compiles them for `sm_70` (Volta,
-//! Turing), `sm_80` (Ampere and newer) and `sm_90a` (Hopper) and embeds the PTX here.
+//! Turing), `sm_80` (Ampere and newer) and `sm_90a` (Hopper) and embeds the PTX here. A
+//! [`Device`] picks the module for its GPU ([`KernelPath::native`]) or one forced by the caller.
 
+mod device;
+mod error;
+mod kernel_path;
 pub mod ptx;
+
+pub use device::{Device, DeviceInfo, device_count, driver_available};
+pub use error::{Error, Result};
+pub use kernel_path::KernelPath;
+
+/// `cudarc`, re-exported so callers use the same version for buffers and streams.
+pub use cudarc;

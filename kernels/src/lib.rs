@@ -5,11 +5,13 @@
 //! script. Code that needs an instruction an architecture lacks is gated with
 //! `#[cfg(target_feature = "sm_80")]` (the features are cumulative: `sm_90a` implies `sm_80`).
 #![no_std]
-#![feature(abi_ptx, stdarch_nvptx)]
+#![feature(abi_ptx, asm_experimental_arch, stdarch_nvptx)]
 
 #[macro_use]
 pub mod kernel_attrs;
 
+pub mod primitives;
+pub mod selftest;
 pub mod smoke;
 
 /// Kernels cannot unwind or print: a panic (an out-of-range index, say) stops the kernel with a

@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's own tools (see `cargo xtask help`).
 
+mod bundle;
 mod cuda_tools;
 mod ptx_report;
 
@@ -14,6 +15,8 @@ tasks:
                                 registers, spills, stack frame and static shared memory (ptxas);
                                 fails if a kernel does not assemble or a hot kernel spills
   ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
+  bundle [--out DIR]            release test binaries and PTX in one folder (default bundle/) with
+                                run.sh [quick|full] [--sanitize], for a GPU host without Rust
   help                          this text
 ";
 
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ptx") => ptx_report::run(&args[1..]),
+        Some("bundle") => bundle::run(&args[1..]),
         Some("help") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())

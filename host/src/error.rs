@@ -1,0 +1,80 @@
+//! The library's error type. Every fallible entry point returns [`Error`]; none panics.
+
+use crate::KernelPath;
+use cudarc::driver::DriverError;
+use std::fmt;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The NVIDIA driver library (`libcuda.so` / `nvcuda.dll`) could not be loaded.
+    NoDriver,
+    /// The driver reports no GPU with this ordinal.
+    NoDevice { ordinal: usize, count: usize },
+    /// The GPU is older than compute capability 7.0 (Volta).
+    UnsupportedDevice { ordinal: usize, name: String, compute_capability: (u32, u32) },
+    /// A forced kernel path that this GPU cannot run (e.g. Hopper's on a GPU other than 9.0).
+    PathUnavailable { path: KernelPath, compute_capability: (u32, u32) },
+    /// The PTX module of `path` has no kernel of that name (not built for that architecture).
+    MissingKernel { kernel: String, path: KernelPath },
+    /// A launch asks for more dynamic shared memory than the GPU gives one block.
+    SharedMemoryLimit { kernel: String, requested: usize, limit: usize },
+    /// An argument is not what the call expects.
+    InvalidArgument { argument: &'static str, expected: String, got: String },
+    /// A CUDA driver call failed.
+    Driver { during: &'static str, error: DriverError },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoDriver => write!(
+                f,
+                "no NVIDIA driver: libcuda could not be loaded (install the driver, or add its folder to LD_LIBRARY_PATH)"
+            ),
+            Error::NoDevice { ordinal, count } => {
+                write!(f, "no CUDA device {ordinal}: the driver reports {count} device(s)")
+            }
+            Error::UnsupportedDevice { ordinal, name, compute_capability: (ma, mi) } => write!(
+                f,
+                "device {ordinal} ({name}) has compute capability {ma}.{mi}; rustflash needs 7.0 (Volta) or newer"
+            ),
+            Error::PathUnavailable { path, compute_capability: (ma, mi) } => {
+                write!(f, "the {path} kernels cannot run on a GPU of compute capability {ma}.{mi}")
+            }
+            Error::MissingKernel { kernel, path } => {
+                write!(f, "kernel `{kernel}` is not in the {path} module")
+            }
+            Error::SharedMemoryLimit { kernel, requested, limit } => write!(
+                f,
+                "kernel `{kernel}` asks for {requested} bytes of shared memory per block; this GPU allows {limit}"
+            ),
+            Error::InvalidArgument { argument, expected, got } => {
+                write!(f, "invalid argument `{argument}`: expected {expected}, got {got}")
+            }
+            Error::Driver { during, error } => write!(f, "CUDA driver error while {during}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Driver { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Attaches what was being done to a driver error: `.during("loading the PTX module")`.
+pub(crate) trait DriverContext<T> {
+    fn during(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> DriverContext<T> for std::result::Result<T, DriverError> {
+    fn during(self, during: &'static str) -> Result<T> {
+        self.map_err(|error| Error::Driver { during, error })
+    }
+}

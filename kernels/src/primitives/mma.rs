@@ -1,0 +1,55 @@
+//! `mma.sync.aligned.m16n8k16.row.col` (sm_80): a warp multiplies a 16x16 tile of A by a 16x8
+//! tile of B and accumulates into 16x8 f32.
+//!
+//! Fragments (lane `l`, `g = l / 4`, `t = l % 4`; each `u32` holds two consecutive-k elements,
+//! the lower k in the low half):
+//! `a = [A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]]`,
+//! `b = [B[2t..][g], B[2t+8..][g]]`,
+//! `c = [C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]]`.
+
+use core::arch::asm;
+
+/// A 16-bit floating-point input type of the tensor cores.
+pub trait MmaInput {
+    /// Selects the `bf16` form of the instruction.
+    const IS_BF16: bool;
+}
+
+/// IEEE half precision.
+pub enum F16 {}
+/// bfloat16.
+pub enum Bf16 {}
+
+impl MmaInput for F16 {
+    const IS_BF16: bool = false;
+}
+impl MmaInput for Bf16 {
+    const IS_BF16: bool = true;
+}
+
+/// `acc += A * B` for one m16n8k16 tile, inputs of type `T`, f32 accumulation.
+#[inline(always)]
+pub fn mma_m16n8k16<T: MmaInput>(acc: [f32; 4], a: [u32; 4], b: [u32; 2]) -> [f32; 4] {
+    let [mut d0, mut d1, mut d2, mut d3] = acc;
+    // SAFETY: register-only; `pure, nomem` lets LLVM schedule independent products freely.
+    unsafe {
+        if T::IS_BF16 {
+            asm!(
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
+                d0 = inout(reg32) d0, d1 = inout(reg32) d1, d2 = inout(reg32) d2, d3 = inout(reg32) d3,
+                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+                b0 = in(reg32) b[0], b1 = in(reg32) b[1],
+                options(pure, nomem, nostack)
+            );
+        } else {
+            asm!(
+                "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
+                d0 = inout(reg32) d0, d1 = inout(reg32) d1, d2 = inout(reg32) d2, d3 = inout(reg32) d3,
+                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+                b0 = in(reg32) b[0], b1 = in(reg32) b[1],
+                options(pure, nomem, nostack)
+            );
+        }
+    }
+    [d0, d1, d2, d3]
+}

@@ -1,0 +1,67 @@
+//! Dynamic shared memory: its base address, and loads and stores by 32-bit shared address.
+//!
+//! The block's dynamic shared memory is one `.extern .shared` array whose size is set at launch
+//! (above 48 KB only after the host raises the kernel's limit). Addresses here are offsets in
+//! the shared window (`u32`), which is what `ld.shared`, `ldmatrix`, `cp.async` and `wmma` take.
+
+use core::arch::{asm, global_asm};
+
+// Aligned for the widest consumer: Hopper's TMA wants 128-byte swizzled tiles 1024-aligned.
+global_asm!(".extern .shared .align 1024 .b8 DYNAMIC_SMEM[];");
+
+/// The shared-window address of the first byte of dynamic shared memory.
+#[inline(always)]
+pub fn dynamic_smem_base() -> u32 {
+    let base: u32;
+    // SAFETY: reads a link-time constant.
+    unsafe { asm!("mov.u32 {r}, DYNAMIC_SMEM;", r = out(reg32) base, options(pure, nomem, nostack)) };
+    base
+}
+
+/// # Safety
+/// `addr` is 4-byte aligned and inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_u32(addr: u32, value: u32) {
+    unsafe { asm!("st.shared.u32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) value, options(nostack)) }
+}
+
+/// # Safety
+/// As for [`st_shared_u32`].
+#[inline(always)]
+pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
+    let v: u32;
+    unsafe { asm!("ld.shared.u32 {v}, [{a}];", v = out(reg32) v, a = in(reg32) addr, options(nostack)) };
+    v
+}
+
+/// Stores 16 bytes.
+///
+/// # Safety
+/// `addr` is 16-byte aligned and inside dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_v4(addr: u32, v: [u32; 4]) {
+    unsafe {
+        asm!(
+            "st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};",
+            a = in(reg32) addr, x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3],
+            options(nostack)
+        )
+    }
+}
+
+/// Loads 16 bytes.
+///
+/// # Safety
+/// As for [`st_shared_v4`].
+#[inline(always)]
+pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
+    let (x, y, z, w): (u32, u32, u32, u32);
+    unsafe {
+        asm!(
+            "ld.shared.v4.u32 {{{x}, {y}, {z}, {w}}}, [{a}];",
+            a = in(reg32) addr, x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
+            options(nostack)
+        )
+    };
+    [x, y, z, w]
+}

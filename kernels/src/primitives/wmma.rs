@@ -1,0 +1,117 @@
+//! WMMA m16n16k16 (sm_70+): Volta's tensor cores, f16 inputs, f32 accumulation.
+//!
+//! The PTX ISA leaves the element-to-register mapping of WMMA fragments unspecified and
+//! architecture-dependent, so code never reads a fragment by position: accumulators go to
+//! shared memory with [`store_acc`] before softmax or masking touches single elements.
+//! Addresses are shared-window addresses, 32-byte aligned; strides are in elements.
+
+use core::arch::asm;
+
+/// A 16x16 f16 A or B fragment (eight registers of two halves; layout opaque).
+#[derive(Clone, Copy)]
+pub struct Fragment(pub [u32; 8]);
+
+/// A 16x16 f32 accumulator fragment (layout opaque).
+#[derive(Clone, Copy)]
+pub struct Accumulator(pub [f32; 8]);
+
+impl Accumulator {
+    pub const ZERO: Accumulator = Accumulator([0.0; 8]);
+}
+
+/// Loads A (16x16, row-major, row stride `ld` elements) from shared memory.
+///
+/// # Safety
+/// The whole tile is inside shared memory; `addr` is 32-byte aligned; all lanes call it.
+#[inline(always)]
+pub unsafe fn load_a_row(addr: u32, ld: u32) -> Fragment {
+    let mut r = [0u32; 8];
+    unsafe {
+        asm!(
+            "wmma.load.a.sync.aligned.row.m16n16k16.shared.f16 {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, [{a}], {ld};",
+            out(reg32) r[0], out(reg32) r[1], out(reg32) r[2], out(reg32) r[3],
+            out(reg32) r[4], out(reg32) r[5], out(reg32) r[6], out(reg32) r[7],
+            a = in(reg32) addr, ld = in(reg32) ld, options(nostack, readonly)
+        )
+    };
+    Fragment(r)
+}
+
+/// Loads B (16x16, k x n). `COL_MAJOR`: column `n` is contiguous (a row-major `N x K` matrix
+/// such as K in `Q Kᵀ`); otherwise row `k` is contiguous (a row-major `K x N` matrix such as V).
+///
+/// # Safety
+/// As for [`load_a_row`].
+#[inline(always)]
+pub unsafe fn load_b<const COL_MAJOR: bool>(addr: u32, ld: u32) -> Fragment {
+    let mut r = [0u32; 8];
+    unsafe {
+        if COL_MAJOR {
+            asm!(
+                "wmma.load.b.sync.aligned.col.m16n16k16.shared.f16 {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, [{a}], {ld};",
+                out(reg32) r[0], out(reg32) r[1], out(reg32) r[2], out(reg32) r[3],
+                out(reg32) r[4], out(reg32) r[5], out(reg32) r[6], out(reg32) r[7],
+                a = in(reg32) addr, ld = in(reg32) ld, options(nostack, readonly)
+            )
+        } else {
+            asm!(
+                "wmma.load.b.sync.aligned.row.m16n16k16.shared.f16 {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, [{a}], {ld};",
+                out(reg32) r[0], out(reg32) r[1], out(reg32) r[2], out(reg32) r[3],
+                out(reg32) r[4], out(reg32) r[5], out(reg32) r[6], out(reg32) r[7],
+                a = in(reg32) addr, ld = in(reg32) ld, options(nostack, readonly)
+            )
+        }
+    };
+    Fragment(r)
+}
+
+/// `acc += A * B`. `COL_MAJOR_B` must match how `b` was loaded.
+#[inline(always)]
+pub fn mma<const COL_MAJOR_B: bool>(acc: Accumulator, a: Fragment, b: Fragment) -> Accumulator {
+    let mut d = acc.0;
+    let (a, b) = (a.0, b.0);
+    // SAFETY: register-only.
+    unsafe {
+        if COL_MAJOR_B {
+            asm!(
+                "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f32 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}}}, {{{a0}, {a1}, {a2}, {a3}, {a4}, {a5}, {a6}, {a7}}}, {{{b0}, {b1}, {b2}, {b3}, {b4}, {b5}, {b6}, {b7}}}, {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}}};",
+                d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2], d3 = inout(reg32) d[3],
+                d4 = inout(reg32) d[4], d5 = inout(reg32) d[5], d6 = inout(reg32) d[6], d7 = inout(reg32) d[7],
+                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+                a4 = in(reg32) a[4], a5 = in(reg32) a[5], a6 = in(reg32) a[6], a7 = in(reg32) a[7],
+                b0 = in(reg32) b[0], b1 = in(reg32) b[1], b2 = in(reg32) b[2], b3 = in(reg32) b[3],
+                b4 = in(reg32) b[4], b5 = in(reg32) b[5], b6 = in(reg32) b[6], b7 = in(reg32) b[7],
+                options(pure, nomem, nostack)
+            )
+        } else {
+            asm!(
+                "wmma.mma.sync.aligned.row.row.m16n16k16.f32.f32 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}}}, {{{a0}, {a1}, {a2}, {a3}, {a4}, {a5}, {a6}, {a7}}}, {{{b0}, {b1}, {b2}, {b3}, {b4}, {b5}, {b6}, {b7}}}, {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}}};",
+                d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2], d3 = inout(reg32) d[3],
+                d4 = inout(reg32) d[4], d5 = inout(reg32) d[5], d6 = inout(reg32) d[6], d7 = inout(reg32) d[7],
+                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+                a4 = in(reg32) a[4], a5 = in(reg32) a[5], a6 = in(reg32) a[6], a7 = in(reg32) a[7],
+                b0 = in(reg32) b[0], b1 = in(reg32) b[1], b2 = in(reg32) b[2], b3 = in(reg32) b[3],
+                b4 = in(reg32) b[4], b5 = in(reg32) b[5], b6 = in(reg32) b[6], b7 = in(reg32) b[7],
+                options(pure, nomem, nostack)
+            )
+        }
+    };
+    Accumulator(d)
+}
+
+/// Stores the accumulator as a row-major 16x16 f32 tile (row stride `ld` elements).
+///
+/// # Safety
+/// As for [`load_a_row`], for a 16 x `ld` f32 tile.
+#[inline(always)]
+pub unsafe fn store_acc(addr: u32, acc: Accumulator, ld: u32) {
+    let d = acc.0;
+    unsafe {
+        asm!(
+            "wmma.store.d.sync.aligned.row.m16n16k16.shared.f32 [{a}], {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, {ld};",
+            in(reg32) d[0], in(reg32) d[1], in(reg32) d[2], in(reg32) d[3],
+            in(reg32) d[4], in(reg32) d[5], in(reg32) d[6], in(reg32) d[7],
+            a = in(reg32) addr, ld = in(reg32) ld, options(nostack)
+        )
+    }
+}

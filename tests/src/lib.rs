@@ -1,0 +1,6 @@
+//! Shared pieces of rustflash's test binaries: the harness (GPU tests are *ignored*, never
+//! passed, where no GPU is present), seeded random inputs, and GPU buffer helpers.
+
+pub mod gpu;
+pub mod harness;
+pub mod rng;

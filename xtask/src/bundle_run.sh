@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs rustflash's GPU tests from a bundle made by `cargo xtask bundle`, on a host with an NVIDIA
+# GPU and no Rust toolchain. Every log and JSON result ends up in one archive.
+#
+#   run.sh [quick|full] [--sanitize] [--out DIR]
+#
+# quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the
+# trials marked for it under compute-sanitizer (memcheck, racecheck). The archive goes to --out,
+# else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+tier=quick sanitize=0 out=${OUT:-$here/out}
+while [ $# -gt 0 ]; do
+  case $1 in
+    quick|full) tier=$1 ;;
+    --sanitize) sanitize=1 ;;
+    --out) out=$2; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+work=$(mktemp -d)
+logs=$work/rustflash-logs
+mkdir -p "$logs" "$out"
+export REQUIRE_GPU=1 RUSTFLASH_TIER=$tier
+# libcuda lives in the driver's folder, not always on the loader's path.
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu
+nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
+gpu=$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>/dev/null | head -1)
+echo "GPU: ${gpu:-unknown}" | tee "$logs/gpu.txt"
+
+status=0
+for t in "$here"/bin/*; do
+  name=$(basename "$t")
+  echo "== $name ($tier)"
+  RUSTFLASH_RESULTS="$logs/$name.results.jsonl" "$t" > "$logs/$name.log" 2>&1
+  rc=$?
+  grep -E "^test result|FAILED|panicked" "$logs/$name.log" | tail -20
+  [ $rc -eq 0 ] || status=1
+done
+
+if [ $sanitize = 1 ]; then
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for t in "$here"/bin/*; do
+    name=$(basename "$t")
+    for tool in memcheck racecheck; do
+      echo "== $name under compute-sanitizer --tool $tool"
+      RUSTFLASH_SANITIZE=1 RUSTFLASH_RESULTS="$logs/$name.$tool.results.jsonl" \
+        "$cs" --tool $tool --error-exitcode 99 "$t" > "$logs/$name.$tool.log" 2>&1
+      rc=$?
+      grep -E "^test result|ERROR SUMMARY|RACECHECK SUMMARY" "$logs/$name.$tool.log" | tail -3
+      [ $rc -eq 0 ] || status=1
+    done
+  done
+fi
+
+tar czf "$out/rustflash-logs-$tier.tar.gz" -C "$work" rustflash-logs
+echo "logs: $out/rustflash-logs-$tier.tar.gz; exit status $status"
+exit $status
