@@ -6,11 +6,15 @@
 //! [`Device`] picks the module for its GPU ([`KernelPath::native`]) or one forced by the caller.
 
 mod device;
+mod element;
 mod error;
 mod kernel_path;
+pub mod layout;
 pub mod ptx;
+pub mod reference;
 
 pub use device::{Device, DeviceInfo, device_count, driver_available};
+pub use element::Element;
 pub use error::{Error, Result};
 pub use kernel_path::KernelPath;
 

@@ -1,0 +1,221 @@
+//! Attention computed on the CPU, for checking the GPU kernels.
+//!
+//! - [`Attention::forward`] / [`Attention::backward`]: float64 throughout, the reference.
+//! - [`Attention::forward_plain`] / [`Attention::backward_plain`]: "plain" attention in the input
+//!   precision (products accumulated in f32; S, P, O, dP, dS and gradients rounded to the input
+//!   type; softmax in f32). Its error against the reference is the yardstick of [`check`].
+//!
+//! Inputs are strided host views ([`HostView`]) of shape `(batch, seqlen, heads, headdim)`; causal
+//! masking is aligned to the bottom right (query `i` sees key `j` when `j <= i + seqlen_k −
+//! seqlen_q`); heads_q is a multiple of heads_kv (GQA, MQA). Fully masked rows give O = 0 and
+//! LSE = +inf. Work is spread over all cores, one task per (batch, K/V head). The forward pass can
+//! evaluate a subset of query rows ([`Rows::Sample`]), for checking 128k-long sequences.
+
+mod backward;
+pub mod check;
+mod forward;
+mod precision;
+
+pub use backward::Gradients;
+pub use forward::ForwardOutput;
+pub use precision::{Exact, Float, Plain, Precision};
+
+use crate::layout::{AttentionShape, HostView, Layout4};
+use crate::{Element, Error, Result};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A 4-D host tensor whose elements the reference reads as f64.
+pub trait Tensor4: Sync {
+    fn layout(&self) -> Layout4;
+    fn get(&self, idx: [usize; 4]) -> f64;
+}
+
+impl<T: Element> Tensor4 for HostView<'_, T> {
+    fn layout(&self) -> Layout4 {
+        self.layout
+    }
+    fn get(&self, idx: [usize; 4]) -> f64 {
+        self.at(idx).to_f64()
+    }
+}
+
+impl Tensor4 for HostView<'_, f64> {
+    fn layout(&self) -> Layout4 {
+        self.layout
+    }
+    fn get(&self, idx: [usize; 4]) -> f64 {
+        self.at(idx)
+    }
+}
+
+/// Which query rows the forward pass evaluates.
+#[derive(Clone, Debug)]
+pub enum Rows {
+    All,
+    /// These query rows (same for every batch and head), e.g. a sample of a 128k sequence.
+    Sample(Vec<usize>),
+}
+
+impl Rows {
+    fn resolve(&self, seqlen_q: usize) -> Vec<usize> {
+        match self {
+            Rows::All => (0..seqlen_q).collect(),
+            Rows::Sample(r) => r.clone(),
+        }
+    }
+}
+
+/// One attention problem: its shape, softmax scale and masking.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub shape: AttentionShape,
+    pub softmax_scale: f64,
+    pub causal: bool,
+}
+
+impl Attention {
+    /// Exact (float64) forward pass: O and LSE for the chosen rows.
+    pub fn forward(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        rows: &Rows,
+    ) -> Result<ForwardOutput> {
+        let inputs = self.inputs(q, k, v, rows)?;
+        Ok(forward::forward::<Exact>(&inputs, rows))
+    }
+
+    /// Plain attention in precision `T` (see the module documentation).
+    pub fn forward_plain<T: Element>(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        rows: &Rows,
+    ) -> Result<ForwardOutput> {
+        let inputs = self.inputs(q, k, v, rows)?;
+        Ok(forward::forward::<Plain<T>>(&inputs, rows))
+    }
+
+    /// Exact (float64) gradients of `Σ O ∘ dout` with respect to Q, K and V.
+    pub fn backward(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        dout: &dyn Tensor4,
+    ) -> Result<Gradients> {
+        let inputs = self.inputs(q, k, v, &Rows::All)?;
+        check_shape("dout", dout, self.shape.q_shape())?;
+        Ok(backward::backward::<Exact>(&inputs, &Operand(dout)))
+    }
+
+    /// Plain gradients in precision `T`.
+    pub fn backward_plain<T: Element>(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        dout: &dyn Tensor4,
+    ) -> Result<Gradients> {
+        let inputs = self.inputs(q, k, v, &Rows::All)?;
+        check_shape("dout", dout, self.shape.q_shape())?;
+        Ok(backward::backward::<Plain<T>>(&inputs, &Operand(dout)))
+    }
+
+    fn inputs<'a>(
+        &self,
+        q: &'a dyn Tensor4,
+        k: &'a dyn Tensor4,
+        v: &'a dyn Tensor4,
+        rows: &Rows,
+    ) -> Result<Inputs<'a>> {
+        let sh = self.shape;
+        if sh.heads_kv == 0 || sh.heads_q % sh.heads_kv != 0 {
+            return Err(Error::InvalidArgument {
+                argument: "heads_q",
+                expected: format!("a multiple of heads_kv = {}", sh.heads_kv),
+                got: sh.heads_q.to_string(),
+            });
+        }
+        check_shape("q", q, sh.q_shape())?;
+        check_shape("k", k, sh.kv_shape())?;
+        check_shape("v", v, sh.kv_shape())?;
+        if let Rows::Sample(r) = rows {
+            if let Some(&bad) = r.iter().find(|&&i| i >= sh.seqlen_q) {
+                return Err(Error::InvalidArgument {
+                    argument: "rows",
+                    expected: format!("query rows below seqlen_q = {}", sh.seqlen_q),
+                    got: bad.to_string(),
+                });
+            }
+        }
+        Ok(Inputs {
+            shape: sh,
+            scale: self.softmax_scale,
+            causal: self.causal,
+            q: Operand(q),
+            k: Operand(k),
+            v: Operand(v),
+        })
+    }
+}
+
+fn check_shape(name: &'static str, t: &dyn Tensor4, want: [usize; 4]) -> Result<()> {
+    if t.layout().shape != want {
+        return Err(Error::InvalidArgument {
+            argument: name,
+            expected: format!("shape {want:?}"),
+            got: format!("{:?}", t.layout().shape),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) struct Inputs<'a> {
+    shape: AttentionShape,
+    scale: f64,
+    causal: bool,
+    q: Operand<'a>,
+    k: Operand<'a>,
+    v: Operand<'a>,
+}
+
+/// A tensor read one `headdim`-long row at a time, in the evaluation's float type.
+pub(crate) struct Operand<'a>(&'a dyn Tensor4);
+
+impl Operand<'_> {
+    fn row<F: Float>(&self, b: usize, s: usize, h: usize) -> Vec<F> {
+        let d = self.0.layout().shape[3];
+        (0..d).map(|x| F::from_f64(self.0.get([b, s, h, x]))).collect()
+    }
+
+    /// Rows `0..n` of head `h` of batch `b`, gathered for fast repeated reads.
+    fn rows<F: Float>(&self, b: usize, h: usize, n: usize) -> Vec<Vec<F>> {
+        (0..n).map(|s| self.row(b, s, h)).collect()
+    }
+}
+
+/// Runs `task(batch, kv_head)` for every pair on all cores; results in no particular order.
+fn for_each_kv_head<R: Send>(shape: AttentionShape, task: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+    let pairs: Vec<(usize, usize)> =
+        (0..shape.batch).flat_map(|b| (0..shape.heads_kv).map(move |h| (b, h))).collect();
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(pairs.len()));
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(pairs.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(b, h)) = pairs.get(i) else { break };
+                    let r = task(b, h);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,457 @@
+//! The float64 reference and the accuracy checker, on the CPU (these run in CI).
+
+// Index loops here mirror the formulas they check.
+#![allow(clippy::needless_range_loop)]
+
+use half::{bf16, f16};
+use rustflash::Element;
+use rustflash::layout::{AttentionShape, HostView, Layout4};
+use rustflash::reference::check::{Comparison, Tolerance, compare};
+use rustflash::reference::{Attention, Rows};
+use rustflash_tests::harness::{Context, TestResult, Trial, ensure, fail, run};
+use rustflash_tests::rng::Rng;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    run(vec![
+        Trial::cpu("reference::hand_computed_cases", hand_computed),
+        Trial::cpu("reference::gradients_match_central_differences", finite_differences),
+        Trial::cpu("reference::tiled_online_softmax_agrees_to_1e-12", tiled_online_softmax),
+        Trial::cpu("reference::causal_with_more_queries_than_keys_masks_rows", masked_rows),
+        Trial::cpu("reference::gqa_equals_repeated_kv_heads", gqa_equals_repeat),
+        Trial::cpu("reference::strided_packed_views_equal_contiguous", strided_views),
+        Trial::cpu("reference::sampled_rows_equal_full_rows", sampled_rows),
+        Trial::cpu("reference::bad_shapes_are_errors", bad_shapes),
+        Trial::cpu("checker::accepts_plain_attention_f16", accepts_plain::<f16>),
+        Trial::cpu("checker::accepts_plain_attention_bf16", accepts_plain::<bf16>),
+        Trial::cpu("checker::rejects_nan", rejects_nan),
+        Trial::cpu("checker::rejects_poison_left_in_place", rejects_poison),
+        Trial::cpu("checker::rejects_a_shifted_row", rejects_shifted_row),
+        Trial::cpu("checker::rejects_an_error_3x_over_the_bound", rejects_3x),
+        Trial::cpu("reference::speed_1x1024x16x128", speed),
+    ])
+}
+
+fn shape(batch: usize, sq: usize, sk: usize, hq: usize, hkv: usize, d: usize) -> AttentionShape {
+    AttentionShape { batch, seqlen_q: sq, seqlen_k: sk, heads_q: hq, heads_kv: hkv, headdim: d }
+}
+
+fn attention(sh: AttentionShape, causal: bool) -> Attention {
+    Attention { shape: sh, softmax_scale: 1.0 / (sh.headdim as f64).sqrt(), causal }
+}
+
+fn randn<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
+    (0..n).map(|_| T::from_f32(rng.normal() as f32)).collect()
+}
+
+fn view<T: Copy>(data: &[T], shape: [usize; 4]) -> HostView<'_, T> {
+    HostView { data, layout: Layout4::contiguous(shape) }
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+fn hand_computed(_: &Context) -> TestResult {
+    // One query, two keys, scale 1: s = [0, ln 3], P = [1/4, 3/4]; V = [1, 5]: O = 4, LSE = ln 4.
+    let sh = shape(1, 1, 2, 1, 1, 1);
+    let att = Attention { shape: sh, softmax_scale: 1.0, causal: false };
+    let (q, k, v) = ([1.0f64], [0.0f64, 3f64.ln()], [1.0f64, 5.0]);
+    let out =
+        att.forward(&view(&q, [1, 1, 1, 1]), &view(&k, [1, 2, 1, 1]), &view(&v, [1, 2, 1, 1]), &Rows::All)?;
+    ensure(close(out.o[0], 4.0, 1e-15) && close(out.lse[0], 4f64.ln(), 1e-15), || {
+        format!("O {:?}, LSE {:?}", out.o, out.lse)
+    })?;
+
+    // Causal, two queries, two keys: row 0 sees key 0 only (O = v0), row 1 both.
+    let sh = shape(1, 2, 2, 1, 1, 1);
+    let att = Attention { shape: sh, softmax_scale: 1.0, causal: true };
+    let (q, k, v) = ([1.0f64, 1.0], [0.0f64, 3f64.ln()], [1.0f64, 5.0]);
+    let out =
+        att.forward(&view(&q, [1, 2, 1, 1]), &view(&k, [1, 2, 1, 1]), &view(&v, [1, 2, 1, 1]), &Rows::All)?;
+    ensure(close(out.o[0], 1.0, 1e-15) && close(out.o[1], 4.0, 1e-15), || format!("causal O {:?}", out.o))?;
+    ensure(close(out.lse[0], 0.0, 1e-15) && close(out.lse[1], 4f64.ln(), 1e-15), || {
+        format!("causal LSE {:?}", out.lse)
+    })
+}
+
+/// `L = Σ O ∘ dO`; its gradients against central differences with step 1e-5, every element.
+fn finite_differences(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    for causal in [false, true] {
+        let sh = shape(1, 3, 4, 2, 1, 3);
+        let att = attention(sh, causal);
+        let (qs, ks) = (sh.q_shape(), sh.kv_shape());
+        let q: Vec<f64> = (0..18).map(|_| rng.normal()).collect();
+        let k: Vec<f64> = (0..12).map(|_| rng.normal()).collect();
+        let v: Vec<f64> = (0..12).map(|_| rng.normal()).collect();
+        let dout: Vec<f64> = (0..18).map(|_| rng.normal()).collect();
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| -> Result<f64, rustflash::Error> {
+            let o = att.forward(&view(q, qs), &view(k, ks), &view(v, ks), &Rows::All)?.o;
+            Ok(o.iter().zip(&dout).map(|(a, b)| a * b).sum())
+        };
+        let g = att.backward(&view(&q, qs), &view(&k, ks), &view(&v, ks), &view(&dout, qs))?;
+        let h = 1e-5;
+        for (name, which, grad) in [("dq", 0, &g.dq), ("dk", 1, &g.dk), ("dv", 2, &g.dv)] {
+            for i in 0..grad.len() {
+                let mut inputs = [q.clone(), k.clone(), v.clone()];
+                inputs[which][i] += h;
+                let plus = loss(&inputs[0], &inputs[1], &inputs[2])?;
+                inputs[which][i] -= 2.0 * h;
+                let minus = loss(&inputs[0], &inputs[1], &inputs[2])?;
+                let numeric = (plus - minus) / (2.0 * h);
+                ensure(close(grad[i], numeric, 1e-7), || {
+                    format!("causal {causal}: {name}[{i}] = {}, central difference {numeric}", grad[i])
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// FlashAttention's algorithm in float64: key tiles of 7, running max and sum, rescaled output.
+fn tiled_online_softmax(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    for causal in [false, true] {
+        let sh = shape(2, 37, 53, 4, 2, 24);
+        let att = attention(sh, causal);
+        let q: Vec<f64> = (0..sh.q_shape().iter().product()).map(|_| rng.normal()).collect();
+        let k: Vec<f64> = (0..sh.kv_shape().iter().product()).map(|_| rng.normal()).collect();
+        let v: Vec<f64> = (0..sh.kv_shape().iter().product()).map(|_| rng.normal()).collect();
+        let (qv, kv, vv) = (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()));
+        let reference = att.forward(&qv, &kv, &vv, &Rows::All)?;
+        let d = sh.headdim;
+        for b in 0..sh.batch {
+            for h in 0..sh.heads_q {
+                let hk = h / sh.group_size();
+                for i in 0..sh.seqlen_q {
+                    let visible = sh.visible_keys(i, causal);
+                    let (mut m, mut l, mut acc) = (f64::NEG_INFINITY, 0.0, vec![0.0; d]);
+                    for tile in (0..visible).step_by(7) {
+                        let s: Vec<f64> = (tile..(tile + 7).min(visible))
+                            .map(|j| {
+                                att.softmax_scale
+                                    * (0..d).map(|x| qv.at([b, i, h, x]) * kv.at([b, j, hk, x])).sum::<f64>()
+                            })
+                            .collect();
+                        let m_new = s.iter().cloned().fold(m, f64::max);
+                        let correction = (m - m_new).exp();
+                        l *= correction;
+                        acc.iter_mut().for_each(|a| *a *= correction);
+                        for (t, &sj) in s.iter().enumerate() {
+                            let p = (sj - m_new).exp();
+                            l += p;
+                            for x in 0..d {
+                                acc[x] += p * vv.at([b, tile + t, hk, x]);
+                            }
+                        }
+                        m = m_new;
+                    }
+                    let lse = if visible == 0 { f64::INFINITY } else { m + l.ln() };
+                    let want = reference.lse[(b * sh.heads_q + h) * sh.seqlen_q + i];
+                    ensure(lse == want || (lse - want).abs() <= 1e-12, || {
+                        format!("LSE ({b},{h},{i}): tiled {lse}, reference {want}")
+                    })?;
+                    for x in 0..d {
+                        let o = if visible == 0 { 0.0 } else { acc[x] / l };
+                        let want = reference.o[((b * sh.seqlen_q + i) * sh.heads_q + h) * d + x];
+                        ensure((o - want).abs() <= 1e-12, || {
+                            format!("O ({b},{i},{h},{x}): tiled {o}, reference {want}")
+                        })?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn masked_rows(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    let sh = shape(1, 5, 2, 1, 1, 8);
+    let q: Vec<f16> = randn(&mut rng, 40);
+    let k: Vec<f16> = randn(&mut rng, 16);
+    let v: Vec<f16> = randn(&mut rng, 16);
+    let att = attention(sh, true);
+    let args = (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()));
+    for out in [
+        att.forward(&args.0, &args.1, &args.2, &Rows::All)?,
+        att.forward_plain::<f16>(&args.0, &args.1, &args.2, &Rows::All)?,
+    ] {
+        // Query i sees keys j <= i + 2 - 5: rows 0, 1, 2 see none.
+        for i in 0..5 {
+            let row = &out.o[8 * i..8 * i + 8];
+            let masked = i < 3;
+            ensure(masked == (out.lse[i] == f64::INFINITY), || format!("row {i}: LSE {}", out.lse[i]))?;
+            ensure(!masked || row.iter().all(|&x| x == 0.0), || {
+                format!("row {i}: O {row:?}, expected zeros")
+            })?;
+            ensure(masked || row.iter().any(|&x| x != 0.0), || format!("row {i}: unexpected zero row"))?;
+        }
+    }
+    let g = att.backward(&args.0, &args.1, &args.2, &view(&q, sh.q_shape()))?;
+    ensure(g.dq[..24].iter().all(|&x| x == 0.0), || "masked rows have a nonzero dQ".into())
+}
+
+fn gqa_equals_repeat(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    let sh = shape(2, 19, 23, 8, 2, 16);
+    let q: Vec<bf16> = randn(&mut rng, sh.q_shape().iter().product());
+    let k: Vec<bf16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let v: Vec<bf16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let dout: Vec<bf16> = randn(&mut rng, sh.q_shape().iter().product());
+    // The same K and V repeated to 8 heads: kv head g serves query heads 4g..4g+4.
+    let full = AttentionShape { heads_kv: 8, ..sh };
+    let repeat = |t: &[bf16]| -> Vec<bf16> {
+        let mut out = Vec::new();
+        for bs in 0..sh.batch * sh.seqlen_k {
+            for h in 0..8 {
+                let src = (bs * 2 + h / 4) * 16;
+                out.extend_from_slice(&t[src..src + 16]);
+            }
+        }
+        out
+    };
+    let (kr, vr) = (repeat(&k), repeat(&v));
+    for causal in [false, true] {
+        let (a, b) = (attention(sh, causal), attention(full, causal));
+        let qv = view(&q, sh.q_shape());
+        let oa = a.forward(&qv, &view(&k, sh.kv_shape()), &view(&v, sh.kv_shape()), &Rows::All)?;
+        let ob = b.forward(&qv, &view(&kr, full.kv_shape()), &view(&vr, full.kv_shape()), &Rows::All)?;
+        ensure(oa.o == ob.o && oa.lse == ob.lse, || {
+            format!("causal {causal}: GQA forward differs from repeated heads")
+        })?;
+        let ga =
+            a.backward(&qv, &view(&k, sh.kv_shape()), &view(&v, sh.kv_shape()), &view(&dout, sh.q_shape()))?;
+        let gb = b.backward(
+            &qv,
+            &view(&kr, full.kv_shape()),
+            &view(&vr, full.kv_shape()),
+            &view(&dout, sh.q_shape()),
+        )?;
+        ensure(ga.dq == gb.dq, || "dQ differs".into())?;
+        // dK of a shared head is the sum over the heads that repeat it.
+        for (name, shared, repeated) in [("dk", &ga.dk, &gb.dk), ("dv", &ga.dv, &gb.dv)] {
+            for bs in 0..sh.batch * sh.seqlen_k {
+                for g in 0..2 {
+                    for x in 0..16 {
+                        let sum: f64 = (0..4).map(|r| repeated[(bs * 8 + 4 * g + r) * 16 + x]).sum();
+                        let got = shared[(bs * 2 + g) * 16 + x];
+                        ensure((got - sum).abs() <= 1e-12 * (1.0 + sum.abs()), || {
+                            format!("{name}: {got} vs sum {sum}")
+                        })?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// q, k, v as slices of one packed (batch, seqlen, 3, heads, dim) buffer.
+fn strided_views(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    let (b, s, h, d) = (2, 17, 3, 8);
+    let packed: Vec<f16> = randn(&mut rng, b * s * 3 * h * d);
+    let strides = [s * 3 * h * d, 3 * h * d, d, 1];
+    let part =
+        |i: usize| HostView { data: &packed[i * h * d..], layout: Layout4 { shape: [b, s, h, d], strides } };
+    let gather = |i: usize| -> Vec<f16> {
+        let v = part(i);
+        let mut out = Vec::new();
+        for bb in 0..b {
+            for ss in 0..s {
+                for hh in 0..h {
+                    for dd in 0..d {
+                        out.push(v.at([bb, ss, hh, dd]));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let (q, k, v) = (gather(0), gather(1), gather(2));
+    let att = attention(shape(b, s, s, h, h, d), true);
+    let strided = att.forward(&part(0), &part(1), &part(2), &Rows::All)?;
+    let contiguous =
+        att.forward(&view(&q, [b, s, h, d]), &view(&k, [b, s, h, d]), &view(&v, [b, s, h, d]), &Rows::All)?;
+    ensure(strided.o == contiguous.o && strided.lse == contiguous.lse, || {
+        "strided views differ from contiguous copies".into()
+    })
+}
+
+fn sampled_rows(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    let sh = shape(1, 64, 80, 2, 2, 8);
+    let q: Vec<f16> = randn(&mut rng, sh.q_shape().iter().product());
+    let k: Vec<f16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let v: Vec<f16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let att = attention(sh, true);
+    let (qv, kv, vv) = (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()));
+    let all = att.forward(&qv, &kv, &vv, &Rows::All)?;
+    let rows = vec![0, 17, 63];
+    let some = att.forward(&qv, &kv, &vv, &Rows::Sample(rows.clone()))?;
+    for (ri, &i) in rows.iter().enumerate() {
+        for h in 0..2 {
+            let a = &all.o[(i * 2 + h) * 8..(i * 2 + h) * 8 + 8];
+            let s = &some.o[(ri * 2 + h) * 8..(ri * 2 + h) * 8 + 8];
+            ensure(a == s && all.lse[h * 64 + i] == some.lse[h * 3 + ri], || {
+                format!("row {i} head {h} differs")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn bad_shapes(_: &Context) -> TestResult {
+    let data = vec![0.0f64; 64];
+    let att = attention(shape(1, 4, 4, 3, 2, 4), false);
+    let t = view(&data, [1, 4, 2, 4]);
+    ensure(att.forward(&view(&data, [1, 4, 3, 4]), &t, &t, &Rows::All).is_err(), || {
+        "heads_q = 3 with heads_kv = 2 accepted".into()
+    })?;
+    let att = attention(shape(1, 4, 4, 2, 2, 4), false);
+    ensure(att.forward(&t, &view(&data, [1, 4, 2, 2]), &t, &Rows::All).is_err(), || {
+        "a wrong K shape accepted".into()
+    })?;
+    ensure(att.forward(&t, &t, &t, &Rows::Sample(vec![4])).is_err(), || "a row past seqlen_q accepted".into())
+}
+
+type GradientCase = (&'static str, [usize; 4], Vec<f64>, Vec<f64>);
+
+/// A small problem with its reference and plain outputs.
+struct Case {
+    shape: [usize; 4],
+    reference: Vec<f64>,
+    plain: Vec<f64>,
+    lse_ref: Vec<f64>,
+    lse_plain: Vec<f64>,
+    /// (name, shape, reference, plain) per gradient.
+    grads: Vec<GradientCase>,
+}
+
+fn case<T: Element>(rng: &mut Rng) -> Result<Case, rustflash::Error> {
+    let sh = shape(2, 33, 47, 4, 2, 32);
+    let q: Vec<T> = randn(rng, sh.q_shape().iter().product());
+    let k: Vec<T> = randn(rng, sh.kv_shape().iter().product());
+    let v: Vec<T> = randn(rng, sh.kv_shape().iter().product());
+    let dout: Vec<T> = randn(rng, sh.q_shape().iter().product());
+    let att = attention(sh, true);
+    let (qv, kv, vv, dv) =
+        (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()), view(&dout, sh.q_shape()));
+    let r = att.forward(&qv, &kv, &vv, &Rows::All)?;
+    let p = att.forward_plain::<T>(&qv, &kv, &vv, &Rows::All)?;
+    let gr = att.backward(&qv, &kv, &vv, &dv)?;
+    let gp = att.backward_plain::<T>(&qv, &kv, &vv, &dv)?;
+    Ok(Case {
+        shape: sh.q_shape(),
+        reference: r.o,
+        plain: p.o,
+        lse_ref: r.lse,
+        lse_plain: p.lse,
+        grads: vec![
+            ("dq", sh.q_shape(), gr.dq, gp.dq),
+            ("dk", sh.kv_shape(), gr.dk, gp.dk),
+            ("dv", sh.kv_shape(), gr.dv, gp.dv),
+        ],
+    })
+}
+
+fn check_o<T: Element>(c: &Case, ours: &[f64]) -> Comparison {
+    compare("O", &c.shape, ours, &c.plain, &c.reference, Tolerance::output::<T>(&c.reference))
+}
+
+fn accepts_plain<T: Element>(ctx: &Context) -> TestResult {
+    let c = case::<T>(&mut ctx.rng())?;
+    let o = check_o::<T>(&c, &c.plain);
+    let lse = compare("LSE", &[2, 4, 33], &c.lse_plain, &c.lse_plain, &c.lse_ref, Tolerance::lse(&c.lse_ref));
+    println!("    {} plain vs reference: {o}", T::NAME);
+    ensure(o.passed() && lse.passed(), || format!("{o}\n{lse}"))?;
+    ensure(o.plain_error > 0.0, || {
+        "plain attention has no error at all: the rounding points are missing".into()
+    })?;
+    for (name, shape, r, p) in &c.grads {
+        let g = compare(name, shape, p, p, r, Tolerance::gradient::<T>(r));
+        println!("    {} plain vs reference: {g}", T::NAME);
+        ensure(g.passed(), || g.to_string())?;
+    }
+    Ok(())
+}
+
+fn expect_rejected(c: Comparison, what: &str) -> TestResult {
+    if c.passed() {
+        return Err(fail(format!("the checker accepted {what}: {c}")));
+    }
+    println!("    rejected {what}: {c}");
+    Ok(())
+}
+
+fn rejects_nan(ctx: &Context) -> TestResult {
+    let c = case::<f16>(&mut ctx.rng())?;
+    let mut ours = c.plain.clone();
+    ours[1234] = f64::NAN;
+    expect_rejected(check_o::<f16>(&c, &ours), "one NaN")
+}
+
+fn rejects_poison(ctx: &Context) -> TestResult {
+    let c = case::<f16>(&mut ctx.rng())?;
+    let mut ours = c.plain.clone();
+    // The last query row of every head never written: still the NaN poison.
+    let (row, d) = (c.shape[2] * c.shape[3], c.shape[3]);
+    let last = ours.len() - row;
+    ours[last..last + d].fill(f64::NAN);
+    expect_rejected(check_o::<f16>(&c, &ours), "a row of poison left in place")
+}
+
+fn rejects_shifted_row(ctx: &Context) -> TestResult {
+    let c = case::<f16>(&mut ctx.rng())?;
+    let mut ours = c.plain.clone();
+    let row = c.shape[2] * c.shape[3];
+    // Query row 10 of batch 0 holds row 11's values.
+    let (a, b) = (10 * row, 11 * row);
+    let next = ours[b..b + row].to_vec();
+    ours[a..a + row].copy_from_slice(&next);
+    expect_rejected(check_o::<f16>(&c, &ours), "a shifted row")
+}
+
+fn rejects_3x(ctx: &Context) -> TestResult {
+    let c = case::<bf16>(&mut ctx.rng())?;
+    let tol = Tolerance::output::<bf16>(&c.reference);
+    let bound = check_o::<bf16>(&c, &c.plain).bound;
+    let mut ours = c.reference.clone();
+    ours[777] += 3.0 * bound;
+    expect_rejected(
+        compare("O", &c.shape, &ours, &c.plain, &c.reference, tol),
+        "an error 3x over the bound",
+    )?;
+    let (name, shape, r, p) = &c.grads[1];
+    let gbound = compare(name, shape, p, p, r, Tolerance::gradient::<bf16>(r)).bound;
+    let mut g = r.clone();
+    g[5] -= 3.0 * gbound;
+    expect_rejected(
+        compare(name, shape, &g, p, r, Tolerance::gradient::<bf16>(r)),
+        "a gradient error 3x over the bound",
+    )
+}
+
+fn speed(ctx: &Context) -> TestResult {
+    let mut rng = ctx.rng();
+    let sh = shape(1, 1024, 1024, 16, 16, 128);
+    let q: Vec<f16> = randn(&mut rng, sh.q_shape().iter().product());
+    let k: Vec<f16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let v: Vec<f16> = randn(&mut rng, sh.kv_shape().iter().product());
+    let att = attention(sh, false);
+    let (qv, kv, vv) = (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()));
+    let t = Instant::now();
+    let out = att.forward(&qv, &kv, &vv, &Rows::All)?;
+    let fwd = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    att.backward(&qv, &kv, &vv, &qv)?;
+    let bwd = t.elapsed().as_secs_f64();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "    float64 reference (1, 1024, 16, 128) on {cores} cores: forward {fwd:.2} s, backward {bwd:.2} s"
+    );
+    ensure(out.o.iter().all(|x| x.is_finite()), || "non-finite output".into())
+}
