@@ -4,7 +4,11 @@ use kernel_builder::{Arch, KernelBuilder};
 use std::fmt::Write;
 
 fn main() {
-    let modules = KernelBuilder::new("../kernels").archs(&Arch::ALL).cargo_directives(true).build_or_exit();
+    let modules = KernelBuilder::new("../kernels")
+        .archs(&Arch::ALL)
+        .watch("../abi")
+        .cargo_directives(true)
+        .build_or_exit();
 
     let mut table = String::from("/// The kernel modules, one per architecture, as built by `build.rs`.\n");
     table.push_str("pub static MODULES: &[EmbeddedPtx] = &[\n");

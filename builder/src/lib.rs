@@ -41,6 +41,7 @@ pub struct KernelBuilder {
     target_dir: Option<PathBuf>,
     toolchain: Option<String>,
     cargo_directives: bool,
+    watched: Vec<PathBuf>,
 }
 
 /// One architecture's PTX module.
@@ -111,6 +112,7 @@ impl KernelBuilder {
             target_dir: None,
             toolchain: None,
             cargo_directives: false,
+            watched: Vec::new(),
         }
     }
 
@@ -136,6 +138,17 @@ impl KernelBuilder {
     /// The toolchain to compile with (default: the nearest `rust-toolchain.toml`'s channel).
     pub fn toolchain(mut self, name: impl Into<String>) -> Self {
         self.toolchain = Some(name.into());
+        self
+    }
+
+    /// Another folder the kernels depend on (a path dependency): a change there rebuilds them too.
+    /// Relative paths are taken from `CARGO_MANIFEST_DIR`, as in [`KernelBuilder::new`].
+    pub fn watch(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        self.watched.push(match std::env::var_os("CARGO_MANIFEST_DIR") {
+            Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
+            _ => path.to_path_buf(),
+        });
         self
     }
 
@@ -193,6 +206,9 @@ impl KernelBuilder {
             }
         }
 
+        for &arch in &self.archs {
+            invalidate_if_link_step_changed(&target_dir.join(arch.name()), &lib_name)?;
+        }
         let children: Vec<_> = self
             .archs
             .iter()
@@ -232,6 +248,8 @@ impl KernelBuilder {
             let ptx_path = out_dir.join(format!("{lib_name}.{}.ptx", arch.name()));
             std::fs::copy(&built, &ptx_path).map_err(io_err(&built))?;
             modules.push(BuiltModule { arch, ptx_path, build_time });
+            let stamp = link_step_stamp_path(&target_dir.join(arch.name()));
+            std::fs::write(&stamp, link_step_fingerprint()).map_err(io_err(&stamp))?;
         }
         if let Some(e) = failure {
             return Err(e);
@@ -268,6 +286,36 @@ impl KernelBuilder {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// Cargo relinks only when the kernel crate changes, not when the link step does (a new unroll
+/// threshold, say). The link step's own source is fingerprinted; when the fingerprint differs
+/// from the last build's, the linked PTX is deleted, and cargo, missing its output, relinks.
+fn invalidate_if_link_step_changed(arch_dir: &Path, lib_name: &str) -> Result<(), BuildError> {
+    let stamp = link_step_stamp_path(arch_dir);
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == link_step_fingerprint()) {
+        return Ok(());
+    }
+    let release = arch_dir.join(TARGET).join("release");
+    for p in [release.join(format!("{lib_name}.ptx")), release.join("deps").join(format!("{lib_name}.ptx"))] {
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
+}
+
+fn link_step_stamp_path(arch_dir: &Path) -> PathBuf {
+    arch_dir.join("link-step.fingerprint")
+}
+
+/// FNV-1a of the link step's sources, as hex.
+fn link_step_fingerprint() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in include_str!("link.rs").bytes().chain(include_str!("ptx_attrs.rs").bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// `nvptx-kernels` beside the profile folders: `OUT_DIR` is `<target>/<profile>/build/<pkg>/out`.

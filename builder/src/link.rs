@@ -8,7 +8,8 @@
 //!
 //! 1. `llvm-link` the crate's bitcode objects (with fat LTO, `core` is already inside), then pull
 //!    from the objects of each `.rlib` (compiler_builtins) only the symbols still undefined;
-//! 2. `opt`: internalize everything but the exported kernels, then `-O3`;
+//! 2. `opt`: internalize everything but the exported kernels, then `-O3` with a high unroll
+//!    threshold (register tiles must be fully unrolled);
 //! 3. `llc` to PTX for the architecture, at the PTX ISA version the builder asked for;
 //! 4. apply the kernels' launch attributes ([`crate::ptx_attrs`]).
 
@@ -105,6 +106,10 @@ fn link(llvm_bin: &Path, ptx_isa: &str, args: &[OsString]) -> Result<(), String>
     }
     run(tool("opt")
         .arg("-passes=internalize,default<O3>")
+        // Kernels keep tiles in register arrays indexed by loop counters; only fully unrolled
+        // loops let SROA turn them into registers. LLVM's default threshold (300) leaves the
+        // larger head-dim buckets rolled, with the arrays in local memory.
+        .arg("-unroll-threshold=4000")
         .arg(format!("-internalize-public-api-list={}", a.exports.join(",")))
         .arg(&linked)
         .arg("-o")

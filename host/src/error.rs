@@ -19,6 +19,8 @@ pub enum Error {
     MissingKernel { kernel: String, path: KernelPath },
     /// A launch asks for more dynamic shared memory than the GPU gives one block.
     SharedMemoryLimit { kernel: String, requested: usize, limit: usize },
+    /// The operation has no kernels on this path yet.
+    Unsupported { operation: &'static str, path: KernelPath },
     /// An argument is not what the call expects.
     InvalidArgument { argument: &'static str, expected: String, got: String },
     /// A CUDA driver call failed.
@@ -51,6 +53,12 @@ impl fmt::Display for Error {
                 f,
                 "kernel `{kernel}` asks for {requested} bytes of shared memory per block; this GPU allows {limit}"
             ),
+            Error::Unsupported { operation, path } => {
+                write!(
+                    f,
+                    "{operation} has no kernels on the {path} path yet; use a GPU of compute capability 8.0 or newer"
+                )
+            }
             Error::InvalidArgument { argument, expected, got } => {
                 write!(f, "invalid argument `{argument}`: expected {expected}, got {got}")
             }

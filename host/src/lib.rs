@@ -5,6 +5,7 @@
 //! Turing), `sm_80` (Ampere and newer) and `sm_90a` (Hopper) and embeds the PTX here. A
 //! [`Device`] picks the module for its GPU ([`KernelPath::native`]) or one forced by the caller.
 
+mod attention;
 mod device;
 mod element;
 mod error;
@@ -12,11 +13,14 @@ mod kernel_path;
 pub mod layout;
 pub mod ptx;
 pub mod reference;
+mod tensor;
 
+pub use attention::{FlashAttention, ForwardOptions, ForwardTile, RawForward};
 pub use device::{Device, DeviceInfo, device_count, driver_available};
 pub use element::Element;
 pub use error::{Error, Result};
 pub use kernel_path::KernelPath;
+pub use tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
 
 /// `cudarc`, re-exported so callers use the same version for buffers and streams.
 pub use cudarc;

@@ -10,6 +10,7 @@
 #[macro_use]
 pub mod kernel_attrs;
 
+pub mod attention;
 pub mod primitives;
 pub mod selftest;
 pub mod smoke;

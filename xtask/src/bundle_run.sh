@@ -37,6 +37,9 @@ for t in "$here"/bin/*; do
   RUSTFLASH_RESULTS="$logs/$name.results.jsonl" "$t" > "$logs/$name.log" 2>&1
   rc=$?
   grep -E "^test result|FAILED|panicked" "$logs/$name.log" | tail -20
+  # Worst error ratio per tensor over the run (lines "    ratio O=0.412 LSE=0.031").
+  grep -o "ratio .*" "$logs/$name.log" | tr ' ' '\n' | grep = |
+    awk -F= '{ if (!($1 in w) || $2 > w[$1]) w[$1] = $2 } END { for (k in w) printf "worst ratio %s = %s\n", k, w[k] }' | sort
   [ $rc -eq 0 ] || status=1
 done
 
@@ -44,6 +47,8 @@ if [ $sanitize = 1 ]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in "$here"/bin/*; do
     name=$(basename "$t")
+    # Only binaries with trials marked for the sanitizer (it refuses a program with no CUDA call).
+    [ "$(RUSTFLASH_SANITIZE=1 "$t" --list | grep -c ': test$')" -gt 0 ] || continue
     for tool in memcheck racecheck; do
       echo "== $name under compute-sanitizer --tool $tool"
       RUSTFLASH_SANITIZE=1 RUSTFLASH_RESULTS="$logs/$name.$tool.results.jsonl" \

@@ -13,6 +13,8 @@ use core::arch::asm;
 pub trait MmaInput {
     /// Selects the `bf16` form of the instruction.
     const IS_BF16: bool;
+    /// Rounds `(lo, hi)` to this type and packs them as one fragment register.
+    fn pack(lo: f32, hi: f32) -> u32;
 }
 
 /// IEEE half precision.
@@ -22,9 +24,17 @@ pub enum Bf16 {}
 
 impl MmaInput for F16 {
     const IS_BF16: bool = false;
+    #[inline(always)]
+    fn pack(lo: f32, hi: f32) -> u32 {
+        crate::primitives::convert::pack_f16x2(lo, hi)
+    }
 }
 impl MmaInput for Bf16 {
     const IS_BF16: bool = true;
+    #[inline(always)]
+    fn pack(lo: f32, hi: f32) -> u32 {
+        crate::primitives::convert::pack_bf16x2(lo, hi)
+    }
 }
 
 /// `acc += A * B` for one m16n8k16 tile, inputs of type `T`, f32 accumulation.

@@ -34,6 +34,15 @@ pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
     v
 }
 
+/// Stores 2 bytes (the low half of `value`).
+///
+/// # Safety
+/// `addr` is 2-byte aligned and inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_u16(addr: u32, value: u16) {
+    unsafe { asm!("st.shared.u16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) value, options(nostack)) }
+}
+
 /// Stores 16 bytes.
 ///
 /// # Safety

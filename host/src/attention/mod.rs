@@ -1,0 +1,7 @@
+//! The attention entry points.
+
+mod forward;
+mod tiles;
+
+pub use forward::{FlashAttention, ForwardOptions, RawForward};
+pub use tiles::ForwardTile;

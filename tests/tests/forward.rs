@@ -1,0 +1,206 @@
+//! Forward attention on the GPU against the float64 reference (O and LSE), on every shape
+//! FlashAttention-2 accepts: the brief's criterion, outputs poisoned with NaN before each launch.
+
+use rustflash::layout::AttentionShape;
+use rustflash::{
+    DeviceTensor, DeviceTensorMut, Error, FlashAttention, ForwardOptions, ForwardTile, KernelPath,
+};
+use rustflash_tests::forward_case::{ForwardCase, Placement};
+use rustflash_tests::harness::{Context, TestResult, Trial, ensure, fail, run};
+use std::process::ExitCode;
+
+const HEAD_DIMS: [usize; 12] = [32, 40, 59, 64, 80, 96, 111, 128, 160, 192, 224, 256];
+const SEQLENS: [(usize, usize); 9] = [
+    (1, 1),
+    (1, 239),
+    (113, 203),
+    (128, 217),
+    (256, 512),
+    (799, 3),
+    (1024, 1024),
+    (1023, 1024),
+    (2048, 2048),
+];
+const GQA: [usize; 3] = [1, 2, 8];
+const TILES: [Option<ForwardTile>; 3] = [None, Some(ForwardTile::Wide), Some(ForwardTile::Narrow)];
+
+fn case(
+    bf16: bool,
+    d: usize,
+    (sq, sk): (usize, usize),
+    causal: bool,
+    gqa: usize,
+    packed: bool,
+    tile: Option<ForwardTile>,
+) -> ForwardCase {
+    let heads_q = 8;
+    let batch = if sq * sk > 300_000 { 1 } else { 2 };
+    let shape =
+        AttentionShape { batch, seqlen_q: sq, seqlen_k: sk, heads_q, heads_kv: heads_q / gqa, headdim: d };
+    // Packing needs one sequence length and one head count; otherwise padded strides stand in
+    // for "strided views", also exercising the narrow load paths.
+    let placement = match (packed, sq == sk && gqa == 1) {
+        (false, _) => Placement::Contiguous,
+        (true, true) => Placement::Packed,
+        (true, false) => Placement::Padded,
+    };
+    let sample_rows = (sq * sk > 1_100_000).then_some(300);
+    ForwardCase { bf16, shape, causal, placement, tile, sample_rows, path: KernelPath::Ampere }
+}
+
+fn trial(c: ForwardCase) -> Trial {
+    Trial::gpu(format!("forward::{}", c.name()), move |ctx| c.run(ctx))
+}
+
+fn main() -> ExitCode {
+    let mut trials = Vec::new();
+
+    // The matrix: dtype x head dim x lengths x causal; GQA, placement and tile rotate through it.
+    let mut i = 0;
+    for bf16 in [false, true] {
+        for d in HEAD_DIMS {
+            for lens in SEQLENS {
+                for causal in [false, true] {
+                    let c = case(bf16, d, lens, causal, GQA[i % 3], (i / 3) % 2 == 1, TILES[(i / 6) % 3]);
+                    // The quick tier: every dtype, both masks, 4 head dims, the boundary lengths.
+                    let quick = [32, 59, 128, 256].contains(&d)
+                        && [(1, 239), (113, 203), (799, 3), (1023, 1024)].contains(&lens);
+                    trials.push(if quick { trial(c) } else { trial(c).full_only() });
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    // Every tile forced on every bucket, both dtypes, at a boundary shape.
+    for bf16 in [false, true] {
+        for d in [32, 64, 96, 128, 160, 192, 224, 256] {
+            for tile in ForwardTile::ALL {
+                trials.push(trial(case(bf16, d, (77, 301), true, 2, true, Some(tile))));
+            }
+        }
+    }
+
+    // Every head dim from 1 to 256 at one small shape.
+    for d in 1..=256 {
+        let c = ForwardCase {
+            bf16: d % 2 == 0,
+            shape: AttentionShape {
+                batch: 1,
+                seqlen_q: 37,
+                seqlen_k: 91,
+                heads_q: 2,
+                heads_kv: 1,
+                headdim: d,
+            },
+            causal: d % 3 == 0,
+            placement: if d % 4 == 1 { Placement::Padded } else { Placement::Contiguous },
+            tile: None,
+            sample_rows: None,
+            path: KernelPath::Ampere,
+        };
+        let t = trial(c);
+        trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
+    }
+
+    // The Hopper module's copy of the same kernels, as an H100 runs by default.
+    for (d, lens) in [(64, (113, 203)), (128, (1023, 1024)), (256, (799, 3))] {
+        let mut c = case(true, d, lens, true, 2, true, None);
+        c.path = KernelPath::Hopper;
+        trials.push(trial(c));
+    }
+
+    // A 128k causal sequence, checked on sampled rows.
+    let long = ForwardCase {
+        bf16: false,
+        shape: AttentionShape {
+            batch: 1,
+            seqlen_q: 131_072,
+            seqlen_k: 131_072,
+            heads_q: 2,
+            heads_kv: 1,
+            headdim: 128,
+        },
+        causal: true,
+        placement: Placement::Contiguous,
+        tile: None,
+        sample_rows: Some(48),
+        path: KernelPath::Ampere,
+    };
+    trials.push(trial(long).full_only());
+
+    // Boundary cases under compute-sanitizer (small, so memcheck stays fast).
+    for (k, (d, lens, causal, gqa, packed, tile)) in [
+        (32, (1, 1), false, 1, false, Some(ForwardTile::Wide)),
+        (59, (1, 239), true, 2, true, Some(ForwardTile::Narrow)),
+        (111, (113, 203), true, 8, true, None),
+        (256, (799, 3), true, 1, false, Some(ForwardTile::Wide)),
+        (256, (65, 65), false, 1, true, Some(ForwardTile::Narrow)),
+        (40, (130, 70), true, 2, false, Some(ForwardTile::Narrow)),
+        (1, (17, 33), false, 1, true, None),
+        (160, (129, 129), true, 1, true, Some(ForwardTile::Wide)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = case(k % 2 == 1, d, lens, causal, gqa, packed, tile);
+        c.shape.heads_q = 8;
+        trials.push(Trial::gpu(format!("forward::sanitize::{}", c.name()), move |ctx| c.run(ctx)).sanitize());
+    }
+
+    trials.push(Trial::gpu("forward::bad_inputs_are_errors_before_launch", bad_inputs));
+    run(trials)
+}
+
+/// Each invalid call returns its own error naming the argument, and nothing runs.
+fn bad_inputs(_: &Context) -> TestResult {
+    let device = rustflash::Device::with_path(0, KernelPath::Ampere)?;
+    let stream = device.new_stream()?;
+    let fa = FlashAttention::new(device);
+    let buf = stream.clone_htod(&vec![half::f16::ZERO; 1 << 16])?;
+    let mut obuf = stream.clone_htod(&vec![half::f16::ZERO; 1 << 16])?;
+    let mut lse = stream.clone_htod(&vec![0f32; 4096])?;
+    let t = |shape: [usize; 4]| DeviceTensor::contiguous(buf.slice(0..), shape);
+    let opts = ForwardOptions::default();
+
+    let mut expect = |what: &str,
+                      argument: &str,
+                      q: DeviceTensor<'_, half::f16>,
+                      k: DeviceTensor<'_, half::f16>,
+                      out_shape: [usize; 4],
+                      lse_len: usize|
+     -> TestResult {
+        let v = DeviceTensor { data: k.data.slice(0..), layout: k.layout };
+        let mut out = DeviceTensorMut::contiguous(obuf.slice_mut(0..), out_shape);
+        let r = fa.forward(&stream, &q, &k, &v, &mut out, &mut lse.slice_mut(0..lse_len), &opts);
+        match r {
+            Err(Error::InvalidArgument { argument: a, .. }) if a == argument => {
+                println!("    {what}: {}", r.unwrap_err());
+                Ok(())
+            }
+            other => Err(fail(format!("{what}: expected an invalid `{argument}`, got {other:?}"))),
+        }
+    };
+    expect("k's batch differs", "k", t([2, 8, 4, 64]), t([1, 8, 4, 64]), [2, 8, 4, 64], 64)?;
+    expect("head dim 0", "q", t([1, 8, 4, 0]), t([1, 8, 4, 0]), [1, 8, 4, 0], 64)?;
+    expect("head dim 257", "q", t([1, 8, 4, 257]), t([1, 8, 4, 257]), [1, 8, 4, 257], 64)?;
+    expect("heads_q not a multiple of heads_kv", "k", t([1, 8, 6, 64]), t([1, 8, 4, 64]), [1, 8, 6, 64], 64)?;
+    expect("out shaped unlike q", "out", t([1, 8, 4, 64]), t([1, 8, 4, 64]), [1, 8, 4, 32], 64)?;
+    expect("lse too short", "lse", t([1, 8, 4, 64]), t([1, 8, 4, 64]), [1, 8, 4, 64], 31)?;
+    expect("q larger than its buffer", "q", t([1, 4096, 8, 64]), t([1, 8, 8, 64]), [1, 8, 8, 64], 4096)?;
+    let strided = DeviceTensor::new(buf.slice(0..), [1, 8, 4, 64], [2048, 256, 64, 2]);
+    expect("last dim not contiguous", "q", strided, t([1, 8, 4, 64]), [1, 8, 4, 64], 64)?;
+
+    let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
+    let mut out = DeviceTensorMut::contiguous(obuf.slice_mut(0..), [1, 8, 4, 64]);
+    let r = volta.forward(
+        &stream,
+        &t([1, 8, 4, 64]),
+        &t([1, 8, 4, 64]),
+        &t([1, 8, 4, 64]),
+        &mut out,
+        &mut lse.slice_mut(0..),
+        &opts,
+    );
+    ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
+}
