@@ -148,6 +148,26 @@ fn main() -> ExitCode {
         trials.push(Trial::gpu(format!("forward::sanitize::{}", c.name()), move |ctx| c.run(ctx)).sanitize());
     }
 
+    // Two million (batch, head) pairs: one block each, all in grid.x (grid.y would cap at 65535).
+    let many = ForwardCase {
+        bf16: true,
+        shape: AttentionShape {
+            batch: 262_144,
+            seqlen_q: 3,
+            seqlen_k: 5,
+            heads_q: 8,
+            heads_kv: 4,
+            headdim: 8,
+        },
+        causal: true,
+        placement: Placement::Contiguous,
+        tile: None,
+        sample_rows: None,
+        path: KernelPath::Ampere,
+    };
+    trials.push(trial(many).full_only());
+    trials.push(Trial::gpu("forward::offsets_beyond_2_pow_31_elements", offsets_beyond_2_pow_31).full_only());
+
     trials.push(Trial::gpu("forward::bad_inputs_are_errors_before_launch", bad_inputs));
     run(trials)
 }
@@ -203,4 +223,74 @@ fn bad_inputs(_: &Context) -> TestResult {
         &opts,
     );
     ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
+}
+
+/// Batch 1 of q, k, v and out lies more than 2^31 elements into its buffer (8.6 GB in all): every
+/// offset must be computed in 64 bits. Only the two batches' regions are written from the host.
+fn offsets_beyond_2_pow_31(ctx: &Context) -> TestResult {
+    use half::f16;
+    use rustflash::layout::{HostView, Layout4};
+    use rustflash::reference::check::{Tolerance, compare};
+    use rustflash::reference::{Attention, Rows};
+    let (b, s, h, d) = (2usize, 200usize, 2usize, 64usize);
+    let batch_stride = (1usize << 31) + 4096;
+    let row = 3 * h * d; // q, k, v packed per position
+    let layout =
+        |part: usize| (part * h * d, Layout4 { shape: [b, s, h, d], strides: [batch_stride, row, d, 1] });
+    let len = batch_stride + s * row;
+    let device = rustflash::Device::with_path(0, KernelPath::Ampere)?;
+    let stream = device.new_stream()?;
+    let fa = FlashAttention::new(device);
+    let mut rng = ctx.rng();
+    let mut qkv = stream.alloc_zeros::<f16>(len)?;
+    let mut out = stream.alloc_zeros::<f16>(len)?;
+    let mut host = Vec::new();
+    for batch in 0..b {
+        let data: Vec<f16> = (0..s * row).map(|_| f16::from_f32(rng.normal() as f32)).collect();
+        stream
+            .memcpy_htod(&data, &mut qkv.slice_mut(batch * batch_stride..batch * batch_stride + s * row))?;
+        stream.memcpy_htod(
+            &vec![f16::NAN; s * row],
+            &mut out.slice_mut(batch * batch_stride..batch * batch_stride + s * row),
+        )?;
+        host.push(data);
+    }
+    let mut lse = stream.clone_htod(&vec![f32::NAN; b * h * s])?;
+    let view = |part: usize| {
+        let (off, l) = layout(part);
+        DeviceTensor { data: qkv.slice(off..), layout: l }
+    };
+    let (q, k, v) = (view(0), view(1), view(2));
+    let mut o = DeviceTensorMut { data: out.slice_mut(0..), layout: layout(0).1 };
+    fa.forward(
+        &stream,
+        &q,
+        &k,
+        &v,
+        &mut o,
+        &mut lse.slice_mut(0..),
+        &ForwardOptions::default().causal(true),
+    )?;
+    let got = stream.clone_dtoh(&out.slice(batch_stride..batch_stride + s * row))?;
+    // Batch 1 alone, as a one-batch problem on the host copy.
+    let one = |part: usize| HostView {
+        data: &host[1][part * h * d..],
+        layout: Layout4 { shape: [1, s, h, d], strides: [s * row, row, d, 1] },
+    };
+    let shape = AttentionShape { batch: 1, seqlen_q: s, seqlen_k: s, heads_q: h, heads_kv: h, headdim: d };
+    let att = Attention { shape, softmax_scale: 1.0 / (d as f64).sqrt(), causal: true };
+    let reference = att.forward(&one(0), &one(1), &one(2), &Rows::All)?;
+    let plain = att.forward_plain::<f16>(&one(0), &one(1), &one(2), &Rows::All)?;
+    let ours: Vec<f64> = (0..s)
+        .flat_map(|i| (0..h * d).map(move |x| (i, x)))
+        .map(|(i, x)| got[i * row + x].to_f64())
+        .collect();
+    rustflash_tests::forward_case::report(&[compare(
+        "O",
+        &[1, s, h, d],
+        &ours,
+        &plain.o,
+        &reference.o,
+        Tolerance::output::<f16>(&reference.o),
+    )])
 }

@@ -2,18 +2,20 @@
 # Runs rustflash's GPU tests from a bundle made by `cargo xtask bundle`, on a host with an NVIDIA
 # GPU and no Rust toolchain. Every log and JSON result ends up in one archive.
 #
-#   run.sh [quick|full] [--sanitize] [--out DIR]
+#   run.sh [quick|full] [--sanitize] [--only NAME] [--out DIR]
 #
 # quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the
-# trials marked for it under compute-sanitizer (memcheck, racecheck). The archive goes to --out,
+# trials marked for it under compute-sanitizer (memcheck, racecheck). --only runs one test binary
+# (bin/NAME). The archive goes to --out,
 # else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-tier=quick sanitize=0 out=${OUT:-$here/out}
+tier=quick sanitize=0 only='*' out=${OUT:-$here/out}
 while [ $# -gt 0 ]; do
   case $1 in
     quick|full) tier=$1 ;;
     --sanitize) sanitize=1 ;;
+    --only) only=$2; shift ;;
     --out) out=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -31,7 +33,7 @@ gpu=$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,nohead
 echo "GPU: ${gpu:-unknown}" | tee "$logs/gpu.txt"
 
 status=0
-for t in "$here"/bin/*; do
+for t in "$here"/bin/$only; do
   name=$(basename "$t")
   echo "== $name ($tier)"
   RUSTFLASH_RESULTS="$logs/$name.results.jsonl" "$t" > "$logs/$name.log" 2>&1
@@ -45,7 +47,7 @@ done
 
 if [ $sanitize = 1 ]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for t in "$here"/bin/*; do
+  for t in "$here"/bin/$only; do
     name=$(basename "$t")
     # Only binaries with trials marked for the sanitizer (it refuses a program with no CUDA call).
     [ "$(RUSTFLASH_SANITIZE=1 "$t" --list | grep -c ': test$')" -gt 0 ] || continue
@@ -60,6 +62,8 @@ if [ $sanitize = 1 ]; then
   done
 fi
 
-tar czf "$out/rustflash-logs-$tier.tar.gz" -C "$work" rustflash-logs
-echo "logs: $out/rustflash-logs-$tier.tar.gz; exit status $status"
+archive="$out/rustflash-logs-$tier${only:+-$only}.tar.gz"
+archive=${archive//\*/all}
+tar czf "$archive" -C "$work" rustflash-logs
+echo "logs: $archive; exit status $status"
 exit $status
