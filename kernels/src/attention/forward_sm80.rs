@@ -11,7 +11,7 @@ use super::masking::Mask;
 use super::mma_sm80::{accumulate_pv, fragment_position, from_rows, scores, to_rows};
 use super::online_softmax::OnlineSoftmax;
 use super::smem_tile::SmemTile;
-use super::tile_load::{load_tile, GlobalRows};
+use super::tile_load::{GlobalRows, load_tile};
 use crate::primitives::cp_async::{commit_group, wait_group};
 use crate::primitives::index::{block_idx_x, lane_id, thread_idx_x};
 use crate::primitives::mma::MmaInput;
@@ -51,7 +51,12 @@ pub unsafe fn forward<
     let at = |base: u64, strides: &[u64; 3], b: u32, s: u32, h: u32| {
         (base + 2 * (b as u64 * strides[0] + s as u64 * strides[1] + h as u64 * strides[2])) as *const u16
     };
-    let q = GlobalRows { src: at(p.q, &p.q_strides, batch, m0, head), row_stride: p.q_strides[1], rows_valid: rows_q, cols_valid: p.head_dim };
+    let q = GlobalRows {
+        src: at(p.q, &p.q_strides, batch, m0, head),
+        row_stride: p.q_strides[1],
+        rows_valid: rows_q,
+        cols_valid: p.head_dim,
+    };
     let k0 = at(p.k, &p.k_strides, batch, 0, kv_head);
     let v0 = at(p.v, &p.v_strides, batch, 0, kv_head);
     let kv_rows = |base: *const u16, stride: u64, n0: u32| GlobalRows {
@@ -88,7 +93,9 @@ pub unsafe fn forward<
         let s = unsafe { scores::<T, D, NT>(q_tile, 16 * warp_idx, k_tile) };
         sync::block_barrier(); // every warp is done with K_j: its buffer takes K_j+1
         if j + 1 < key_tiles {
-            unsafe { load_tile::<BN, D, THREADS>(k_tile, kv_rows(k0, p.k_strides[1], n0 + BN as u32), p.load_bytes) };
+            unsafe {
+                load_tile::<BN, D, THREADS>(k_tile, kv_rows(k0, p.k_strides[1], n0 + BN as u32), p.load_bytes)
+            };
         }
         commit_group(); // possibly empty, so that the group count stays the same
 
@@ -128,7 +135,9 @@ pub unsafe fn forward<
         if query >= p.seqlen_q {
             continue;
         }
-        let o_row = (batch as u64 * p.o_strides[0] + query as u64 * p.o_strides[1] + head as u64 * p.o_strides[2]) as usize;
+        let o_row = (batch as u64 * p.o_strides[0]
+            + query as u64 * p.o_strides[1]
+            + head as u64 * p.o_strides[2]) as usize;
         for (dt, a) in acc.iter().enumerate() {
             let (_, fc) = fragment_position(2 * r);
             let col = 8 * dt as u32 + fc;

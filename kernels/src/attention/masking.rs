@@ -13,7 +13,8 @@ impl Mask {
     /// Whether `key` is hidden from `query`.
     #[inline(always)]
     pub fn hides(self, query: u32, key: u32) -> bool {
-        key >= self.seqlen_k || (self.causal && key as i64 > query as i64 + self.seqlen_k as i64 - self.seqlen_q as i64)
+        key >= self.seqlen_k
+            || (self.causal && key as i64 > query as i64 + self.seqlen_k as i64 - self.seqlen_q as i64)
     }
 
     /// How many keys the block of query rows `first_query .. first_query + rows` needs: all of
@@ -33,6 +34,7 @@ impl Mask {
     pub fn tile_needs_mask(self, first_query: u32, first_key: u32, keys: u32) -> bool {
         first_key + keys > self.seqlen_k
             || (self.causal
-                && (first_key + keys - 1) as i64 > first_query as i64 + self.seqlen_k as i64 - self.seqlen_q as i64)
+                && (first_key + keys - 1) as i64
+                    > first_query as i64 + self.seqlen_k as i64 - self.seqlen_q as i64)
     }
 }

@@ -8,7 +8,7 @@
 use super::smem_tile::SmemTile;
 use crate::primitives::index::lane_id;
 use crate::primitives::ldmatrix::ldmatrix_x4;
-use crate::primitives::mma::{mma_m16n8k16, MmaInput};
+use crate::primitives::mma::{MmaInput, mma_m16n8k16};
 
 /// Row (0..16) and column (0..8) within a warp tile of element `c` (0..4) of a fragment.
 #[inline(always)]
@@ -22,7 +22,11 @@ pub fn fragment_position(c: usize) -> (u32, u32) {
 /// # Safety
 /// Both tiles are filled and visible to the warp; `q` has rows `q_row0 .. q_row0 + 16`.
 #[inline(always)]
-pub unsafe fn scores<T: MmaInput, const D: usize, const NT: usize>(q: SmemTile<D>, q_row0: u32, k: SmemTile<D>) -> [[f32; 4]; NT] {
+pub unsafe fn scores<T: MmaInput, const D: usize, const NT: usize>(
+    q: SmemTile<D>,
+    q_row0: u32,
+    k: SmemTile<D>,
+) -> [[f32; 4]; NT] {
     const { assert!(NT % 2 == 0 && D % 16 == 0) };
     let l = lane_id();
     let mut s = [[0.0f32; 4]; NT];

@@ -15,6 +15,6 @@ pub mod smem_tile;
 pub mod tile_load;
 
 #[cfg(target_feature = "sm_80")]
-mod forward_sm80;
-#[cfg(target_feature = "sm_80")]
 mod forward_entries;
+#[cfg(target_feature = "sm_80")]
+mod forward_sm80;

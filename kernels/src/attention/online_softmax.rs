@@ -54,10 +54,10 @@ impl<const ROWS: usize> OnlineSoftmax<ROWS> {
     #[inline(always)]
     pub fn finish(&self, row_sum: impl Fn(f32) -> f32) -> [(f32, f32); ROWS] {
         let mut out = [(0.0, f32::INFINITY); ROWS];
-        for r in 0..ROWS {
+        for (r, row) in out.iter_mut().enumerate() {
             let l = row_sum(self.sum[r]);
             if l > 0.0 {
-                out[r] = (1.0 / l, (self.max[r] + log2_approx(l)) * core::f32::consts::LN_2);
+                *row = (1.0 / l, (self.max[r] + log2_approx(l)) * core::f32::consts::LN_2);
             }
         }
         out

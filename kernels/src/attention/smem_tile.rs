@@ -16,7 +16,7 @@ impl<const D: usize> SmemTile<D> {
     const ROW_BYTES: u32 = 2 * D as u32;
     const SWIZZLE: u32 = {
         let mut s = 8;
-        while (D / 8) % s != 0 {
+        while !(D / 8).is_multiple_of(s) {
             s /= 2;
         }
         s as u32

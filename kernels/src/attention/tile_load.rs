@@ -38,7 +38,11 @@ pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>
         let col0 = 8 * chunk;
         let valid = if row < rows.rows_valid { rows.cols_valid.saturating_sub(col0).min(8) } else { 0 };
         // An address is needed even for a chunk copied as zeros: the tile's first element.
-        let src = if valid > 0 { unsafe { rows.src.add(row as usize * rows.row_stride as usize + col0 as usize) } } else { rows.src };
+        let src = if valid > 0 {
+            unsafe { rows.src.add(row as usize * rows.row_stride as usize + col0 as usize) }
+        } else {
+            rows.src
+        };
         unsafe { copy_chunk(tile.chunk_addr(row, chunk), src, rows.src, valid, load_bytes) };
         c += THREADS;
     }

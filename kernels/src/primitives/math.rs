@@ -41,6 +41,8 @@ pub fn max(a: f32, b: f32) -> f32 {
 pub fn log2_approx(x: f32) -> f32 {
     let r: f32;
     // SAFETY: register-only.
-    unsafe { asm!("lg2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("lg2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack))
+    };
     r
 }
