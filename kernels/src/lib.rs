@@ -11,6 +11,7 @@
 pub mod kernel_attrs;
 
 pub mod attention;
+pub mod naive_softmax;
 pub mod primitives;
 pub mod selftest;
 pub mod smoke;

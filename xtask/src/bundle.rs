@@ -28,6 +28,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         std::fs::copy(&exe, &dest).map_err(|e| format!("{}: {e}", exe.display()))?;
         println!("bundled test binary {name}");
     }
+    let bench = build_bench(&root)?;
+    std::fs::copy(&bench, out.join("rustflash-bench")).map_err(|e| format!("{}: {e}", bench.display()))?;
+    println!("bundled rustflash-bench");
     KernelBuilder::new(root.join("kernels"))
         .archs(&Arch::ALL)
         .target_dir(root.join("target/nvptx-kernels"))
@@ -83,6 +86,20 @@ fn build_test_binaries(root: &Path) -> Result<Vec<PathBuf>, String> {
         return Err("cargo reported no test executables".into());
     }
     Ok(exes)
+}
+
+/// The benchmark binary, release, stripped.
+fn build_bench(root: &Path) -> Result<PathBuf, String> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["build", "--release", "-p", "rustflash-bench", "--bin", "rustflash-bench"])
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building rustflash-bench failed".into());
+    }
+    Ok(root.join("target/release/rustflash-bench"))
 }
 
 /// `primitives-0123abcd` -> `primitives`.

@@ -3,6 +3,7 @@
 # GPU and no Rust toolchain. Every log and JSON result ends up in one archive.
 #
 #   run.sh [quick|full] [--sanitize] [--only NAME] [--out DIR]
+#   run.sh bench [--out DIR] [rustflash-bench arguments: --full, --dtype f16, ...]
 #
 # quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the
 # trials marked for it under compute-sanitizer (memcheck, racecheck). --only runs one test binary
@@ -11,6 +12,19 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tier=quick sanitize=0 only='*' out=${OUT:-$here/out}
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/cuda/lib64
+
+if [ "${1:-}" = bench ]; then
+  # The benchmark: results (.json, .md) and its log straight into the output folder.
+  shift
+  if [ "${1:-}" = --out ]; then out=$2; shift 2; fi
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
+  "$here/rustflash-bench" --out "$out" "$@" 2> "$out/bench.log"
+  rc=$?
+  tail -5 "$out/bench.log"
+  exit $rc
+fi
 while [ $# -gt 0 ]; do
   case $1 in
     quick|full) tier=$1 ;;
@@ -26,8 +40,6 @@ work=$(mktemp -d)
 logs=$work/rustflash-logs
 mkdir -p "$logs" "$out"
 export REQUIRE_GPU=1 RUSTFLASH_TIER=$tier
-# libcuda lives in the driver's folder, not always on the loader's path.
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu
 nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
 gpu=$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>/dev/null | head -1)
 echo "GPU: ${gpu:-unknown}" | tee "$logs/gpu.txt"

@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: the project's own tools (see `cargo xtask help`).
 
+mod bench;
 mod bundle;
+mod chart;
 mod cuda_tools;
 mod ptx_report;
 
@@ -17,6 +19,12 @@ tasks:
   ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
   bundle [--out DIR]            release test binaries and PTX in one folder (default bundle/) with
                                 run.sh [quick|full] [--sanitize], for a GPU host without Rust
+  bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU;
+                                writes bench-results/<date>-<gpu>.json and .md, then the charts.
+                                FILTERS: --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,
+                                --no-torch (repeatable); quick: d 64/128, s 1k/4k, f16
+  chart [FILE.json..] [--out DIR]  SVG charts from benchmark JSON (default: the newest file in
+                                bench-results/, into docs/charts/); needs no GPU
   help                          this text
 ";
 
@@ -28,6 +36,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ptx") => ptx_report::run(&args[1..]),
         Some("bundle") => bundle::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("chart") => chart::run(&args[1..]),
         Some("help") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())
