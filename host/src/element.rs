@@ -10,6 +10,8 @@ pub trait Element:
     const NAME: &'static str;
     /// Bits of mantissa stored (10 for f16, 7 for bf16).
     const MANTISSA_BITS: u32;
+    /// Selects the kernels built for bf16 (the tensor cores take the two types by name).
+    const IS_BF16: bool;
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
     fn to_f64(self) -> f64 {
@@ -29,6 +31,7 @@ pub trait Element:
 impl Element for f16 {
     const NAME: &'static str = "f16";
     const MANTISSA_BITS: u32 = 10;
+    const IS_BF16: bool = false;
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
@@ -40,6 +43,7 @@ impl Element for f16 {
 impl Element for bf16 {
     const NAME: &'static str = "bf16";
     const MANTISSA_BITS: u32 = 7;
+    const IS_BF16: bool = true;
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
