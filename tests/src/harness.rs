@@ -221,9 +221,6 @@ pub fn run(trials: Vec<Trial>) -> ExitCode {
                 let body = trial.body;
                 match catch_unwind(AssertUnwindSafe(move || body(&ctx))) {
                     Ok(Ok(())) => Outcome::Passed,
-                    Ok(Err(Failure::Skip(why))) if require_gpu && trial.needs_gpu && gpu.is_none() => {
-                        Outcome::Failed(format!("REQUIRE_GPU=1, but: {why}"))
-                    }
                     Ok(Err(Failure::Skip(why))) => Outcome::Ignored(why),
                     Ok(Err(Failure::Fail(msg))) => Outcome::Failed(msg),
                     Err(panic) => Outcome::Failed(format!("panicked: {}", panic_message(&panic))),
