@@ -29,6 +29,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// `argument` is not what the call expects.
+    pub(crate) fn invalid(
+        argument: &'static str,
+        expected: impl Into<String>,
+        got: impl fmt::Display,
+    ) -> Error {
+        Error::InvalidArgument { argument, expected: expected.into(), got: got.to_string() }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

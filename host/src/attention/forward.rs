@@ -104,7 +104,7 @@ impl FlashAttention {
         check_buffer("out", &out.layout, out.data.len())?;
         let [b, sq, hq, _] = q.layout.shape;
         if lse.len() < b * sq * hq {
-            return Err(invalid(
+            return Err(Error::invalid(
                 "lse",
                 format!("at least batch·heads_q·seqlen_q = {} f32", b * sq * hq),
                 lse.len(),
@@ -163,30 +163,34 @@ impl FlashAttention {
         let [b, sq, hq, d] = a.q.layout.shape;
         let [bk, sk, hkv, dk] = a.k.layout.shape;
         if a.q.layout.shape.contains(&0) {
-            return Err(invalid("q", "every size at least 1", format!("shape {:?}", a.q.layout.shape)));
+            return Err(Error::invalid(
+                "q",
+                "every size at least 1",
+                format!("shape {:?}", a.q.layout.shape),
+            ));
         }
         if d > 256 {
-            return Err(invalid("q", "head dim 1..=256", d));
+            return Err(Error::invalid("q", "head dim 1..=256", d));
         }
         if bk != b || dk != d || sk == 0 || hkv == 0 {
-            return Err(invalid(
+            return Err(Error::invalid(
                 "k",
                 format!("shape ({b}, seqlen_k >= 1, heads_kv >= 1, {d})"),
                 format!("{:?}", a.k.layout.shape),
             ));
         }
         if hq % hkv != 0 {
-            return Err(invalid("k", format!("heads_kv dividing heads_q = {hq}"), hkv));
+            return Err(Error::invalid("k", format!("heads_kv dividing heads_q = {hq}"), hkv));
         }
         if a.v.layout.shape != a.k.layout.shape {
-            return Err(invalid(
+            return Err(Error::invalid(
                 "v",
                 format!("the shape of k, {:?}", a.k.layout.shape),
                 format!("{:?}", a.v.layout.shape),
             ));
         }
         if a.out.layout.shape != a.q.layout.shape {
-            return Err(invalid(
+            return Err(Error::invalid(
                 "out",
                 format!("the shape of q, {:?}", a.q.layout.shape),
                 format!("{:?}", a.out.layout.shape),
@@ -194,14 +198,14 @@ impl FlashAttention {
         }
         for (name, t) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("out", &a.out)] {
             if t.layout.strides[3] != 1 {
-                return Err(invalid(
+                return Err(Error::invalid(
                     name,
                     "a contiguous last dimension (stride 1)",
                     format!("strides {:?}", t.layout.strides),
                 ));
             }
             if t.ptr % 2 != 0 {
-                return Err(invalid(
+                return Err(Error::invalid(
                     name,
                     "an address aligned to its 2-byte element",
                     format!("{:#x}", t.ptr),
@@ -209,13 +213,13 @@ impl FlashAttention {
             }
         }
         if [sq, sk, hq, hkv, b].iter().any(|&x| x > u32::MAX as usize) {
-            return Err(invalid("q", "sizes below 2^32", format!("{:?}", a.q.layout.shape)));
+            return Err(Error::invalid("q", "sizes below 2^32", format!("{:?}", a.q.layout.shape)));
         }
         let path = self.device.path();
         if path == KernelPath::Volta {
             return Err(Error::Unsupported { operation: "forward attention", path });
         }
-        let bucket = bucket(d).ok_or_else(|| invalid("q", "head dim 1..=256", d))?;
+        let bucket = bucket(d).ok_or_else(|| Error::invalid("q", "head dim 1..=256", d))?;
         let limit = self.device.info().shared_memory_per_block;
         let tile = match options.tile {
             Some(t) => t,
@@ -229,11 +233,15 @@ impl FlashAttention {
         let num_m_blocks = sq.div_ceil(bm);
         let blocks = num_m_blocks as u64 * hq as u64 * b as u64;
         if blocks > i32::MAX as u64 {
-            return Err(invalid("q", format!("at most {} blocks of {bm} query rows", i32::MAX), blocks));
+            return Err(Error::invalid(
+                "q",
+                format!("at most {} blocks of {bm} query rows", i32::MAX),
+                blocks,
+            ));
         }
         let kernel = tile
             .kernel_name(T::NAME == "bf16", bucket)
-            .ok_or_else(|| invalid("q", "a supported head dim", d))?;
+            .ok_or_else(|| Error::invalid("q", "a supported head dim", d))?;
         let scale = options.softmax_scale.unwrap_or(1.0 / (d as f32).sqrt());
         let strides = |l: &Layout4| [l.strides[0] as u64, l.strides[1] as u64, l.strides[2] as u64];
         let params = ForwardParams {
@@ -290,7 +298,7 @@ fn load_width(inputs: &[&RawTensor]) -> u32 {
 fn check_buffer(name: &'static str, layout: &Layout4, len: usize) -> Result<()> {
     let need = layout.required_len();
     if need > len {
-        return Err(invalid(
+        return Err(Error::invalid(
             name,
             format!(
                 "a buffer of at least {need} elements for shape {:?} and strides {:?}",
@@ -300,10 +308,6 @@ fn check_buffer(name: &'static str, layout: &Layout4, len: usize) -> Result<()> 
         ));
     }
     Ok(())
-}
-
-fn invalid(argument: &'static str, expected: impl Into<String>, got: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument { argument, expected: expected.into(), got: got.to_string() }
 }
 
 #[cfg(test)]

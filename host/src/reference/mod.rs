@@ -134,22 +134,22 @@ impl Attention {
     ) -> Result<Inputs<'a>> {
         let sh = self.shape;
         if sh.heads_kv == 0 || sh.heads_q % sh.heads_kv != 0 {
-            return Err(Error::InvalidArgument {
-                argument: "heads_q",
-                expected: format!("a multiple of heads_kv = {}", sh.heads_kv),
-                got: sh.heads_q.to_string(),
-            });
+            return Err(Error::invalid(
+                "heads_q",
+                format!("a multiple of heads_kv = {}", sh.heads_kv),
+                sh.heads_q,
+            ));
         }
         check_shape("q", q, sh.q_shape())?;
         check_shape("k", k, sh.kv_shape())?;
         check_shape("v", v, sh.kv_shape())?;
         if let Rows::Sample(r) = rows {
             if let Some(&bad) = r.iter().find(|&&i| i >= sh.seqlen_q) {
-                return Err(Error::InvalidArgument {
-                    argument: "rows",
-                    expected: format!("query rows below seqlen_q = {}", sh.seqlen_q),
-                    got: bad.to_string(),
-                });
+                return Err(Error::invalid(
+                    "rows",
+                    format!("query rows below seqlen_q = {}", sh.seqlen_q),
+                    bad,
+                ));
             }
         }
         Ok(Inputs {
@@ -165,11 +165,7 @@ impl Attention {
 
 fn check_shape(name: &'static str, t: &dyn Tensor4, want: [usize; 4]) -> Result<()> {
     if t.layout().shape != want {
-        return Err(Error::InvalidArgument {
-            argument: name,
-            expected: format!("shape {want:?}"),
-            got: format!("{:?}", t.layout().shape),
-        });
+        return Err(Error::invalid(name, format!("shape {want:?}"), format!("{:?}", t.layout().shape)));
     }
     Ok(())
 }
