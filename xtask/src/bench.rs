@@ -1,13 +1,8 @@
 //! `cargo xtask bench [--full] [filters]`: builds and runs `rustflash-bench` (release) on this
 //! machine's GPU, then draws the charts. Without a GPU it says so and fails.
 
-use crate::project_root;
-use std::process::Command;
-
 pub fn run(args: &[String]) -> Result<(), String> {
-    let root = project_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
+    let status = crate::cargo()
         .args(["run", "--release", "--quiet", "-p", "rustflash-bench", "--"])
         .args(args)
         .status()

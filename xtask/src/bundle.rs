@@ -4,7 +4,6 @@
 use crate::project_root;
 use kernel_builder::{Arch, KernelBuilder};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const RUN_SH: &str = include_str!("bundle_run.sh");
 
@@ -22,7 +21,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
 
-    for exe in build_test_binaries(&root)? {
+    for exe in build_test_binaries()? {
         let name = test_name(&exe);
         let dest = bin.join(&name);
         std::fs::copy(&exe, &dest).map_err(|e| format!("{}: {e}", exe.display()))?;
@@ -52,9 +51,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo test --release --no-run` for the GPU test crate, stripped; the executables' paths.
-fn build_test_binaries(root: &Path) -> Result<Vec<PathBuf>, String> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
+fn build_test_binaries() -> Result<Vec<PathBuf>, String> {
+    let output = crate::cargo()
         // Integration tests only: the library's own unit tests need no GPU and run in CI.
         .args([
             "test",
@@ -90,8 +88,7 @@ fn build_test_binaries(root: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// The benchmark binary, release, stripped.
 fn build_bench(root: &Path) -> Result<PathBuf, String> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
+    let status = crate::cargo()
         .args(["build", "--release", "-p", "rustflash-bench", "--bin", "rustflash-bench"])
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .status()

@@ -53,6 +53,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cargo that runs xtask, in the repository root.
+pub fn cargo() -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
 /// The repository root (xtask lives one level below it).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent folder").to_path_buf()
