@@ -43,7 +43,7 @@ pub unsafe fn forward<
     let m_block = p.num_m_blocks - 1 - bid % p.num_m_blocks;
     let head = (bid / p.num_m_blocks) % p.heads_q;
     let batch = bid / p.num_m_blocks / p.heads_q;
-    let kv_head = head / (p.heads_q / p.heads_kv);
+    let kv_head = head / p.group;
     let m0 = m_block * BM as u32;
     let rows_q = (p.seqlen_q - m0).min(BM as u32);
     let mask = Mask { seqlen_q: p.seqlen_q, seqlen_k: p.seqlen_k, causal: p.causal != 0 };
