@@ -130,20 +130,28 @@ macro_rules! __forward_rows {
     };
 }
 
+/// The [`ForwardConfig`] of one row of [`forward_configs!`].
+#[macro_export]
+macro_rules! forward_config {
+    ($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident) => {
+        $crate::ForwardConfig {
+            dtype: $crate::Dtype::$variant,
+            head_dim: $d,
+            block_m: $bm,
+            block_n: $bn,
+            warps: $w,
+            kv_stages: $st,
+            tile: $crate::ForwardTile::$tile,
+            name: $crate::forward_kernel_name!($dt, $d, $bm, $bn, $w),
+        }
+    };
+}
+
 macro_rules! config_table {
     ($(($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident))*) => {
         /// Every forward kernel, as [`forward_configs!`] lists them.
         pub static FORWARD_CONFIGS: &[ForwardConfig] = &[$(
-            ForwardConfig {
-                dtype: Dtype::$variant,
-                head_dim: $d,
-                block_m: $bm,
-                block_n: $bn,
-                warps: $w,
-                kv_stages: $st,
-                tile: ForwardTile::$tile,
-                name: $crate::forward_kernel_name!($dt, $d, $bm, $bn, $w),
-            },
+            $crate::forward_config!($dt, $variant, $d, $bm, $bn, $w, $st, $tile),
         )*];
     };
 }

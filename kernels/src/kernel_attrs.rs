@@ -42,6 +42,10 @@ impl KernelAttrs {
         self.max_registers = n;
         self
     }
+    /// Dynamic shared memory per block (temporary stand-in until the record carries it).
+    pub const fn dynamic_shared_bytes(self, _n: u32) -> Self {
+        self
+    }
     /// A performance-critical kernel: spills or a stack frame fail `cargo xtask ptx`.
     pub const fn hot(mut self) -> Self {
         self.flags |= HOT;
@@ -51,6 +55,13 @@ impl KernelAttrs {
 
 /// `kernel_attrs!(kernel_name, KernelAttrs::new().max_threads(128).hot());`
 macro_rules! kernel_attrs {
+    (name = $name:expr, $attrs:expr) => {
+        const _: () = {
+            #[used]
+            #[unsafe(export_name = concat!("__kernel_attrs__", $name))]
+            static ATTRS: $crate::kernel_attrs::KernelAttrs = $attrs;
+        };
+    };
     ($kernel:ident, $attrs:expr) => {
         const _: () = {
             #[used]

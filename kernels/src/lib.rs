@@ -11,6 +11,9 @@
 pub mod kernel_attrs;
 
 pub mod attention;
+// The element types are those of `mma.sync` for now; the Volta path will widen this.
+#[cfg(target_feature = "sm_80")]
+pub mod element;
 pub mod naive_softmax;
 pub mod primitives;
 pub mod selftest;
