@@ -56,33 +56,30 @@ pub unsafe fn forward<
     let (k, v) = block.kv_start(p);
     let kv = KvSource { k, v, k_stride: 2 * p.k_strides[1], v_stride: 2 * p.v_strides[1], seqlen_k: block.seqlen_k };
 
-    // Prologue: Q and the first K tile (the last one: the loop runs backwards).
-    let q = GlobalTile { src: block.q_rows(p), row_stride: 2 * p.q_strides[1], rows_valid: block.rows, cols_valid: p.head_dim };
-    // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's barrier.
-    unsafe { mainloop::load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
+    // Prologue: Q and the first K tile (the last one: the loop runs backwards). A block whose
+    // rows see no key loads nothing: its epilogue writes O = 0 and LSE = +inf into the Q tile's
+    // rows with no barrier, which a copy still in flight would race with.
+    let scale = p.scale_log2.abs().max(f32::MIN_POSITIVE);
     if key_tiles > 0 {
+        let q = GlobalTile {
+            src: block.q_rows(p),
+            row_stride: 2 * p.q_strides[1],
+            rows_valid: block.rows,
+            cols_valid: p.head_dim,
+        };
+        // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's
+        // first barrier.
+        unsafe { mainloop::load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
         let last = kv.tile::<BN>(key_tiles - 1);
         let g = GlobalTile { src: last.k, row_stride: kv.k_stride, rows_valid: last.rows, cols_valid: p.head_dim };
         // SAFETY: as above, for the K rows of the last needed tile.
         unsafe { mainloop::load_tile::<BN, D, THREADS>(k_tile, g, p.load_bytes) };
-    }
-    commit_group();
+        commit_group();
 
-    // The softmax needs a positive scale: for a negative one, scores are computed as
-    // (−Q) Kᵀ · |scale|. Zero becomes the smallest normal, so that hidden scores stay −inf.
-    let scale = p.scale_log2.abs().max(f32::MIN_POSITIVE);
-    if p.scale_log2 < 0.0 {
-        wait_group::<0>();
-        // Each thread flips the chunks it copied itself, visible to it after its own wait.
-        let mut c = thread_idx_x() as usize;
-        while c < BM * SmemTile::<D>::CHUNKS {
-            let addr = q_tile.chunk_addr((c / SmemTile::<D>::CHUNKS) as u32, (c % SmemTile::<D>::CHUNKS) as u32);
-            // SAFETY: a chunk of the Q tile.
-            unsafe {
-                let x = shared::ld_shared_v4(addr);
-                shared::st_shared_v4(addr, x.map(|w| w ^ T::SIGN_BITS));
-            }
-            c += THREADS;
+        // The softmax needs a positive scale (zero becomes the smallest normal, so hidden scores
+        // stay −inf): for a negative one, scores are computed as (−Q) Kᵀ · |scale|.
+        if p.scale_log2 < 0.0 {
+            negate_own_chunks::<T, BM, D, THREADS>(q_tile);
         }
     }
 
@@ -112,4 +109,23 @@ pub unsafe fn forward<
     // SAFETY: the warp's last reads of its Q rows were in its last `S = Q Kᵀ` (or none); its
     // O rows exist up to `block.rows`.
     unsafe { epilogue::store::<T, M, D, MT, DT, R>(&out.acc, &out.softmax, q_tile, warp_row, &dst) };
+}
+
+/// Flips the sign of the Q tile's chunks this thread copied (the loads' chunk assignment:
+/// chunk `c` by thread `c % THREADS`), once its own copies have landed. The loop's first
+/// barrier then publishes them.
+#[inline(always)]
+fn negate_own_chunks<T: Element, const BM: usize, const D: usize, const THREADS: usize>(q_tile: SmemTile<D>) {
+    wait_group::<0>();
+    let chunks = SmemTile::<D>::CHUNKS;
+    let mut c = thread_idx_x() as usize;
+    while c < BM * chunks {
+        let addr = q_tile.chunk_addr((c / chunks) as u32, (c % chunks) as u32);
+        // SAFETY: a chunk of the Q tile that only this thread writes before the next barrier.
+        unsafe {
+            let x = shared::ld_shared_v4(addr);
+            shared::st_shared_v4(addr, x.map(|w| w ^ T::SIGN_BITS));
+        }
+        c += THREADS;
+    }
 }
