@@ -4,8 +4,8 @@
 //! is a new implementation here and of the matrix-multiply family that consumes it, not a new
 //! body.
 
-pub use crate::primitives::mma::{Bf16, F16};
 use crate::primitives::mma::MmaInput;
+pub use crate::primitives::mma::{Bf16, F16};
 
 /// A 16-bit floating-point element type of the tensor cores.
 pub trait Element: MmaInput + 'static {

@@ -36,7 +36,14 @@ pub struct Destination {
 /// Every lane of the warp calls it; the warp has finished reading rows `warp_row .. + 16 MT` of
 /// `tile`, and no other warp touches them; `dst` names writable rows.
 #[inline(always)]
-pub unsafe fn store<T: Element, M: WarpMma, const D: usize, const MT: usize, const DT: usize, const R: usize>(
+pub unsafe fn store<
+    T: Element,
+    M: WarpMma,
+    const D: usize,
+    const MT: usize,
+    const DT: usize,
+    const R: usize,
+>(
     acc: &[[[f32; 4]; DT]; MT],
     softmax: &OnlineSoftmax<R>,
     tile: SmemTile<D>,

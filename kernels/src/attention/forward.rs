@@ -54,7 +54,13 @@ pub unsafe fn forward<
     let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<D>::bytes(BM)));
     let v_tile = k_tile.offset(SmemTile::<D>::bytes(BN));
     let (k, v) = block.kv_start(p);
-    let kv = KvSource { k, v, k_stride: 2 * p.k_strides[1], v_stride: 2 * p.v_strides[1], seqlen_k: block.seqlen_k };
+    let kv = KvSource {
+        k,
+        v,
+        k_stride: 2 * p.k_strides[1],
+        v_stride: 2 * p.v_strides[1],
+        seqlen_k: block.seqlen_k,
+    };
 
     // Prologue: Q and the first K tile (the last one: the loop runs backwards). A block whose
     // rows see no key loads nothing: its epilogue writes O = 0 and LSE = +inf into the Q tile's
@@ -71,7 +77,12 @@ pub unsafe fn forward<
         // first barrier.
         unsafe { mainloop::load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
         let last = kv.tile::<BN>(key_tiles - 1);
-        let g = GlobalTile { src: last.k, row_stride: kv.k_stride, rows_valid: last.rows, cols_valid: p.head_dim };
+        let g = GlobalTile {
+            src: last.k,
+            row_stride: kv.k_stride,
+            rows_valid: last.rows,
+            cols_valid: p.head_dim,
+        };
         // SAFETY: as above, for the K rows of the last needed tile.
         unsafe { mainloop::load_tile::<BN, D, THREADS>(k_tile, g, p.load_bytes) };
         commit_group();
@@ -95,7 +106,9 @@ pub unsafe fn forward<
         warp_row,
     };
     // SAFETY: every thread calls it; K/V rows of the needed tiles are readable.
-    let out = unsafe { mainloop::run::<T, M, D, BN, THREADS, MT, NT, DT, KT, KD, R, C>(&operands, key_tiles, scale) };
+    let out = unsafe {
+        mainloop::run::<T, M, D, BN, THREADS, MT, NT, DT, KT, KD, R, C>(&operands, key_tiles, scale)
+    };
 
     let dst = Destination {
         o: block.o_rows(p),

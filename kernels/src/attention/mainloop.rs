@@ -130,7 +130,8 @@ unsafe fn step<
     j: u32,
 ) {
     let tile = o.kv.tile::<BN>(j);
-    let kv_rows = |src, stride| GlobalTile { src, row_stride: stride, rows_valid: tile.rows, cols_valid: o.cols };
+    let kv_rows =
+        |src, stride| GlobalTile { src, row_stride: stride, rows_valid: tile.rows, cols_valid: o.cols };
 
     wait_group::<0>();
     // SAFETY: every thread of the block reaches this barrier (uniform loop bounds).
@@ -183,7 +184,12 @@ unsafe fn step<
         unsafe {
             load_tile::<BN, D, THREADS>(
                 o.k,
-                GlobalTile { src: next.k, row_stride: o.kv.k_stride, rows_valid: next.rows, cols_valid: o.cols },
+                GlobalTile {
+                    src: next.k,
+                    row_stride: o.kv.k_stride,
+                    rows_valid: next.rows,
+                    cols_valid: o.cols,
+                },
                 o.width,
             )
         };
@@ -196,7 +202,9 @@ unsafe fn step<
 /// The accumulators as this thread's rows: row `2 mt + h` is row `g + 8 h` of row tile `mt`,
 /// `C = 2 NT` values each.
 #[inline(always)]
-fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(s: &[[[f32; 4]; NT]; MT]) -> [[f32; C]; R] {
+fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
+    s: &[[[f32; 4]; NT]; MT],
+) -> [[f32; C]; R] {
     let mut rows = [[0.0; C]; R];
     for mt in 0..MT {
         for nt in 0..NT {
@@ -211,7 +219,9 @@ fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(s: 
 
 /// The inverse of [`to_rows`].
 #[inline(always)]
-fn from_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(rows: &[[f32; C]; R]) -> [[[f32; 4]; NT]; MT] {
+fn from_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
+    rows: &[[f32; C]; R],
+) -> [[[f32; 4]; NT]; MT] {
     let mut s = [[[0.0; 4]; NT]; MT];
     for mt in 0..MT {
         for nt in 0..NT {

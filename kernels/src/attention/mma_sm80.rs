@@ -22,7 +22,12 @@ impl Sm80 {
     /// # Safety
     /// The tile holds the rows and chunks addressed and is visible to the warp.
     #[inline(always)]
-    unsafe fn load_a<A: Major, const DA: usize>(a: SmemTile<DA>, at: Origin, mt: usize, ks: usize) -> [u32; 4] {
+    unsafe fn load_a<A: Major, const DA: usize>(
+        a: SmemTile<DA>,
+        at: Origin,
+        mt: usize,
+        ks: usize,
+    ) -> [u32; 4] {
         let l = lane_id();
         // SAFETY: forwarded to the caller; every lane gives a 16-byte aligned row address.
         unsafe {
@@ -44,7 +49,12 @@ impl Sm80 {
     /// # Safety
     /// As for [`Sm80::load_a`].
     #[inline(always)]
-    unsafe fn load_b<B: Major, const DB: usize>(b: SmemTile<DB>, at: Origin, np: usize, ks: usize) -> [u32; 4] {
+    unsafe fn load_b<B: Major, const DB: usize>(
+        b: SmemTile<DB>,
+        at: Origin,
+        np: usize,
+        ks: usize,
+    ) -> [u32; 4] {
         let l = lane_id();
         // SAFETY: forwarded to the caller.
         unsafe {
@@ -72,7 +82,16 @@ impl WarpMma for Sm80 {
     }
 
     #[inline(always)]
-    unsafe fn gemm_ss<T: Element, A: Major, B: Major, const MT: usize, const NT: usize, const KS: usize, const DA: usize, const DB: usize>(
+    unsafe fn gemm_ss<
+        T: Element,
+        A: Major,
+        B: Major,
+        const MT: usize,
+        const NT: usize,
+        const KS: usize,
+        const DA: usize,
+        const DB: usize,
+    >(
         acc: &mut [[[f32; 4]; NT]; MT],
         a: SmemTile<DA>,
         a_at: Origin,
@@ -98,7 +117,14 @@ impl WarpMma for Sm80 {
     }
 
     #[inline(always)]
-    unsafe fn gemm_rs<T: Element, B: Major, const MT: usize, const NT: usize, const KS: usize, const DB: usize>(
+    unsafe fn gemm_rs<
+        T: Element,
+        B: Major,
+        const MT: usize,
+        const NT: usize,
+        const KS: usize,
+        const DB: usize,
+    >(
         acc: &mut [[[f32; 4]; NT]; MT],
         a: &[[[u32; 4]; KS]; MT],
         b: SmemTile<DB>,
@@ -127,7 +153,12 @@ impl WarpMma for Sm80 {
             for ks in 0..KS {
                 // The accumulators of two adjacent 8-column tiles are exactly an A fragment.
                 let (lo, hi) = (&acc[mt][2 * ks], &acc[mt][2 * ks + 1]);
-                a[mt][ks] = [T::pack2(lo[0], lo[1]), T::pack2(lo[2], lo[3]), T::pack2(hi[0], hi[1]), T::pack2(hi[2], hi[3])];
+                a[mt][ks] = [
+                    T::pack2(lo[0], lo[1]),
+                    T::pack2(lo[2], lo[3]),
+                    T::pack2(hi[0], hi[1]),
+                    T::pack2(hi[2], hi[3]),
+                ];
             }
         }
         a

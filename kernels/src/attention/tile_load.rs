@@ -36,7 +36,10 @@ pub struct GlobalTile {
 /// multiples of 16; `tile` holds `ROWS` rows and no thread reads it until after the copies'
 /// `wait_group` and a block barrier.
 #[inline(always)]
-pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>(tile: SmemTile<D>, g: GlobalTile) {
+pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>(
+    tile: SmemTile<D>,
+    g: GlobalTile,
+) {
     let chunks = SmemTile::<D>::CHUNKS;
     let per_thread = const { (ROWS * SmemTile::<D>::CHUNKS).div_ceil(THREADS) };
     let t = thread_idx_x() as usize;

@@ -57,7 +57,16 @@ pub trait WarpMma {
     ///
     /// # Safety
     /// Both tiles are filled and visible to the warp and hold the rows and chunks named.
-    unsafe fn gemm_ss<T: Element, A: Major, B: Major, const MT: usize, const NT: usize, const KS: usize, const DA: usize, const DB: usize>(
+    unsafe fn gemm_ss<
+        T: Element,
+        A: Major,
+        B: Major,
+        const MT: usize,
+        const NT: usize,
+        const KS: usize,
+        const DA: usize,
+        const DB: usize,
+    >(
         acc: &mut [[[f32; 4]; NT]; MT],
         a: SmemTile<DA>,
         a_at: Origin,
@@ -69,7 +78,14 @@ pub trait WarpMma {
     ///
     /// # Safety
     /// As for [`WarpMma::gemm_ss`].
-    unsafe fn gemm_rs<T: Element, B: Major, const MT: usize, const NT: usize, const KS: usize, const DB: usize>(
+    unsafe fn gemm_rs<
+        T: Element,
+        B: Major,
+        const MT: usize,
+        const NT: usize,
+        const KS: usize,
+        const DB: usize,
+    >(
         acc: &mut [[[f32; 4]; NT]; MT],
         a: &[[Self::ARegs; KS]; MT],
         b: SmemTile<DB>,
