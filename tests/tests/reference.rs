@@ -6,8 +6,8 @@
 use half::{bf16, f16};
 use rustflash::Element;
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::reference::check::{Comparison, Tolerance, compare};
-use rustflash::reference::{Attention, Rows};
+use rustflash_reference::check::{Comparison, Tolerance, compare};
+use rustflash_reference::{Attention, F64View, ForwardOutput, Rows};
 use rustflash_tests::harness::{Context, TestResult, Trial, ensure, fail, run};
 use rustflash_tests::rng::Rng;
 use std::process::ExitCode;
@@ -49,6 +49,10 @@ fn view<T: Copy>(data: &[T], shape: [usize; 4]) -> HostView<'_, T> {
     HostView { data, layout: Layout4::contiguous(shape) }
 }
 
+fn view64(data: &[f64], shape: [usize; 4]) -> F64View<'_> {
+    F64View(view(data, shape))
+}
+
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
 }
@@ -58,8 +62,12 @@ fn hand_computed(_: &Context) -> TestResult {
     let sh = shape(1, 1, 2, 1, 1, 1);
     let att = Attention { shape: sh, softmax_scale: 1.0, causal: false };
     let (q, k, v) = ([1.0f64], [0.0f64, 3f64.ln()], [1.0f64, 5.0]);
-    let out =
-        att.forward(&view(&q, [1, 1, 1, 1]), &view(&k, [1, 2, 1, 1]), &view(&v, [1, 2, 1, 1]), &Rows::All)?;
+    let out = att.forward(
+        &view64(&q, [1, 1, 1, 1]),
+        &view64(&k, [1, 2, 1, 1]),
+        &view64(&v, [1, 2, 1, 1]),
+        &Rows::All,
+    )?;
     ensure(close(out.o[0], 4.0, 1e-15) && close(out.lse[0], 4f64.ln(), 1e-15), || {
         format!("O {:?}, LSE {:?}", out.o, out.lse)
     })?;
@@ -68,8 +76,12 @@ fn hand_computed(_: &Context) -> TestResult {
     let sh = shape(1, 2, 2, 1, 1, 1);
     let att = Attention { shape: sh, softmax_scale: 1.0, causal: true };
     let (q, k, v) = ([1.0f64, 1.0], [0.0f64, 3f64.ln()], [1.0f64, 5.0]);
-    let out =
-        att.forward(&view(&q, [1, 2, 1, 1]), &view(&k, [1, 2, 1, 1]), &view(&v, [1, 2, 1, 1]), &Rows::All)?;
+    let out = att.forward(
+        &view64(&q, [1, 2, 1, 1]),
+        &view64(&k, [1, 2, 1, 1]),
+        &view64(&v, [1, 2, 1, 1]),
+        &Rows::All,
+    )?;
     ensure(close(out.o[0], 1.0, 1e-15) && close(out.o[1], 4.0, 1e-15), || format!("causal O {:?}", out.o))?;
     ensure(close(out.lse[0], 0.0, 1e-15) && close(out.lse[1], 4f64.ln(), 1e-15), || {
         format!("causal LSE {:?}", out.lse)
@@ -87,11 +99,11 @@ fn finite_differences(ctx: &Context) -> TestResult {
         let k: Vec<f64> = (0..12).map(|_| rng.normal()).collect();
         let v: Vec<f64> = (0..12).map(|_| rng.normal()).collect();
         let dout: Vec<f64> = (0..18).map(|_| rng.normal()).collect();
-        let loss = |q: &[f64], k: &[f64], v: &[f64]| -> Result<f64, rustflash::Error> {
-            let o = att.forward(&view(q, qs), &view(k, ks), &view(v, ks), &Rows::All)?.o;
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| -> Result<f64, rustflash_reference::Error> {
+            let o = att.forward(&view64(q, qs), &view64(k, ks), &view64(v, ks), &Rows::All)?.o;
             Ok(o.iter().zip(&dout).map(|(a, b)| a * b).sum())
         };
-        let g = att.backward(&view(&q, qs), &view(&k, ks), &view(&v, ks), &view(&dout, qs))?;
+        let g = att.backward(&view64(&q, qs), &view64(&k, ks), &view64(&v, ks), &view64(&dout, qs))?;
         let h = 1e-5;
         for (name, which, grad) in [("dq", 0, &g.dq), ("dk", 1, &g.dk), ("dv", 2, &g.dv)] {
             for i in 0..grad.len() {
@@ -119,7 +131,7 @@ fn tiled_online_softmax(ctx: &Context) -> TestResult {
         let q: Vec<f64> = (0..sh.q_shape().iter().product()).map(|_| rng.normal()).collect();
         let k: Vec<f64> = (0..sh.kv_shape().iter().product()).map(|_| rng.normal()).collect();
         let v: Vec<f64> = (0..sh.kv_shape().iter().product()).map(|_| rng.normal()).collect();
-        let (qv, kv, vv) = (view(&q, sh.q_shape()), view(&k, sh.kv_shape()), view(&v, sh.kv_shape()));
+        let (qv, kv, vv) = (view64(&q, sh.q_shape()), view64(&k, sh.kv_shape()), view64(&v, sh.kv_shape()));
         let reference = att.forward(&qv, &kv, &vv, &Rows::All)?;
         let d = sh.headdim;
         for b in 0..sh.batch {
@@ -132,7 +144,9 @@ fn tiled_online_softmax(ctx: &Context) -> TestResult {
                         let s: Vec<f64> = (tile..(tile + 7).min(visible))
                             .map(|j| {
                                 att.softmax_scale
-                                    * (0..d).map(|x| qv.at([b, i, h, x]) * kv.at([b, j, hk, x])).sum::<f64>()
+                                    * (0..d)
+                                        .map(|x| qv.0.at([b, i, h, x]) * kv.0.at([b, j, hk, x]))
+                                        .sum::<f64>()
                             })
                             .collect();
                         let m_new = s.iter().cloned().fold(m, f64::max);
@@ -143,7 +157,7 @@ fn tiled_online_softmax(ctx: &Context) -> TestResult {
                             let p = (sj - m_new).exp();
                             l += p;
                             for x in 0..d {
-                                acc[x] += p * vv.at([b, tile + t, hk, x]);
+                                acc[x] += p * vv.0.at([b, tile + t, hk, x]);
                             }
                         }
                         m = m_new;
@@ -305,17 +319,23 @@ fn sampled_rows(ctx: &Context) -> TestResult {
 }
 
 fn bad_shapes(_: &Context) -> TestResult {
+    // Each bad call must be an error naming the argument at fault.
+    let names = |r: Result<ForwardOutput, rustflash_reference::Error>, argument: &str| match r {
+        Ok(_) => Err(fail(format!("accepted; expected an error naming `{argument}`"))),
+        Err(e) if e.argument == argument => Ok(()),
+        Err(e) => Err(fail(format!("expected an error naming `{argument}`, got: {e}"))),
+    };
     let data = vec![0.0f64; 64];
     let att = attention(shape(1, 4, 4, 3, 2, 4), false);
-    let t = view(&data, [1, 4, 2, 4]);
-    ensure(att.forward(&view(&data, [1, 4, 3, 4]), &t, &t, &Rows::All).is_err(), || {
-        "heads_q = 3 with heads_kv = 2 accepted".into()
-    })?;
+    let t = view64(&data, [1, 4, 2, 4]);
+    names(att.forward(&view64(&data, [1, 4, 3, 4]), &t, &t, &Rows::All), "heads_q")?;
     let att = attention(shape(1, 4, 4, 2, 2, 4), false);
-    ensure(att.forward(&t, &view(&data, [1, 4, 2, 2]), &t, &Rows::All).is_err(), || {
-        "a wrong K shape accepted".into()
-    })?;
-    ensure(att.forward(&t, &t, &t, &Rows::Sample(vec![4])).is_err(), || "a row past seqlen_q accepted".into())
+    names(att.forward(&t, &view64(&data, [1, 4, 2, 2]), &t, &Rows::All), "k")?;
+    names(att.forward(&t, &t, &t, &Rows::Sample(vec![4])), "rows")?;
+    ensure(
+        att.backward(&t, &t, &t, &view64(&data, [1, 4, 2, 3])).is_err_and(|e| e.argument == "dout"),
+        || "a wrong dO shape not reported as `dout`".into(),
+    )
 }
 
 type GradientCase = (&'static str, [usize; 4], Vec<f64>, Vec<f64>);
@@ -331,7 +351,7 @@ struct Case {
     grads: Vec<GradientCase>,
 }
 
-fn case<T: Element>(rng: &mut Rng) -> Result<Case, rustflash::Error> {
+fn case<T: Element>(rng: &mut Rng) -> Result<Case, rustflash_reference::Error> {
     let sh = shape(2, 33, 47, 4, 2, 32);
     let q: Vec<T> = randn(rng, sh.q_shape().iter().product());
     let k: Vec<T> = randn(rng, sh.kv_shape().iter().product());

@@ -5,7 +5,7 @@
 //! (outputs are poisoned with NaN before a launch, so an element never written is caught).
 //! Infinite reference values (LSE of fully masked rows) must be matched exactly.
 
-use crate::Element;
+use rustflash::Element;
 use std::fmt;
 
 /// The margin of one comparison.

@@ -1,27 +1,32 @@
-//! Attention computed on the CPU, for checking the GPU kernels.
+//! Attention computed on the CPU, for checking rustflash's GPU kernels: used by its tests and
+//! benchmark, not part of the library users link.
 //!
 //! - [`Attention::forward`] / [`Attention::backward`]: float64 throughout, the reference.
 //! - [`Attention::forward_plain`] / [`Attention::backward_plain`]: "plain" attention in the input
 //!   precision (products accumulated in f32; S, P, O, dP, dS and gradients rounded to the input
 //!   type; softmax in f32). Its error against the reference is the yardstick of [`check`].
 //!
-//! Inputs are strided host views ([`HostView`]) of shape `(batch, seqlen, heads, headdim)`; causal
-//! masking is aligned to the bottom right (query `i` sees key `j` when `j <= i + seqlen_k −
-//! seqlen_q`); heads_q is a multiple of heads_kv (GQA, MQA). Fully masked rows give O = 0 and
-//! LSE = +inf. Work is spread over all cores, one task per (batch, K/V head). The forward pass can
-//! evaluate a subset of query rows ([`Rows::Sample`]), for checking 128k-long sequences.
+//! Inputs are strided host views ([`HostView`] of f16 or bf16, [`F64View`] of f64) of shape
+//! `(batch, seqlen, heads, headdim)`; causal masking is aligned to the bottom right (query `i`
+//! sees key `j` when `j <= i + seqlen_k − seqlen_q`); heads_q is a multiple of heads_kv (GQA,
+//! MQA). Fully masked rows give O = 0 and LSE = +inf. Work is spread over all cores, one task per
+//! (batch, K/V head). The forward pass can evaluate a subset of query rows ([`Rows::Sample`]), for
+//! checking 128k-long sequences. Arguments that do not fit the problem are an [`Error`] naming
+//! the argument.
 
 mod backward;
 pub mod check;
+mod error;
 mod forward;
 mod precision;
 
 pub use backward::Gradients;
+pub use error::{Error, Result};
 pub use forward::ForwardOutput;
 pub use precision::{Exact, Float, Plain, Precision};
 
-use crate::layout::{AttentionShape, HostView, Layout4};
-use crate::{Element, Error, Result};
+use rustflash::Element;
+use rustflash::layout::{AttentionShape, HostView, Layout4};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -40,12 +45,20 @@ impl<T: Element> Tensor4 for HostView<'_, T> {
     }
 }
 
-impl Tensor4 for HostView<'_, f64> {
+/// A float64 host tensor, for inputs made by hand (exact cases, central differences).
+///
+/// A wrapper, not `HostView<f64>` itself: a `Tensor4` impl for `HostView<f64>` beside the one for
+/// every `HostView<T: Element>` would be rejected, since rustflash may one day make f64 an
+/// `Element`.
+#[derive(Clone, Copy, Debug)]
+pub struct F64View<'a>(pub HostView<'a, f64>);
+
+impl Tensor4 for F64View<'_> {
     fn layout(&self) -> Layout4 {
-        self.layout
+        self.0.layout
     }
     fn get(&self, idx: [usize; 4]) -> f64 {
-        self.at(idx)
+        self.0.at(idx)
     }
 }
 
