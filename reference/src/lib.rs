@@ -228,3 +228,68 @@ fn for_each_kv_head<R: Send>(shape: AttentionShape, task: impl Fn(usize, usize) 
     });
     results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use half::f16;
+
+    fn shape(seqlen_q: usize, seqlen_k: usize, heads_q: usize, heads_kv: usize) -> AttentionShape {
+        AttentionShape { batch: 1, seqlen_q, seqlen_k, heads_q, heads_kv, headdim: 2 }
+    }
+
+    fn view(data: &[f64], shape: [usize; 4]) -> F64View<'_> {
+        F64View(HostView { data, layout: Layout4::contiguous(shape) })
+    }
+
+    #[test]
+    fn one_key_gives_its_value() {
+        // One key: P = 1, O = v, LSE = scale · q·k.
+        let att = Attention { shape: shape(1, 1, 1, 1), softmax_scale: 0.5, causal: false };
+        let (q, k, v) = ([1.0, 2.0], [3.0, -1.0], [0.25, -7.0]);
+        let s = [1, 1, 1, 2];
+        let out = att.forward(&view(&q, s), &view(&k, s), &view(&v, s), &Rows::All).unwrap();
+        assert_relative_eq!(out.o[0], 0.25);
+        assert_relative_eq!(out.o[1], -7.0);
+        assert_relative_eq!(out.lse[0], 0.5);
+    }
+
+    #[test]
+    fn plain_output_is_in_the_input_type() {
+        let att = Attention { shape: shape(3, 5, 2, 1), softmax_scale: 0.7, causal: false };
+        let data: Vec<f16> = (0..20).map(|i| f16::from_f32((i as f32 * 0.37).sin())).collect();
+        let (qs, ks) = ([1, 3, 2, 2], [1, 5, 1, 2]);
+        let qv = HostView { data: &data[..12], layout: Layout4::contiguous(qs) };
+        let kv = HostView { data: &data[..10], layout: Layout4::contiguous(ks) };
+        let vv = HostView { data: &data[10..], layout: Layout4::contiguous(ks) };
+        let exact = att.forward(&qv, &kv, &vv, &Rows::All).unwrap();
+        let plain = att.forward_plain::<f16>(&qv, &kv, &vv, &Rows::All).unwrap();
+        for (&p, &e) in plain.o.iter().zip(&exact.o) {
+            assert_eq!(p, f16::from_f64(p).to_f64(), "{p} is not an f16");
+            assert_relative_eq!(
+                p,
+                e,
+                epsilon = 2.0 * f16::EPSILON.to_f64(),
+                max_relative = f16::EPSILON.to_f64()
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        let data = [0.0; 16];
+        let att = Attention { shape: shape(2, 2, 3, 2), softmax_scale: 1.0, causal: false };
+        let t = view(&data, [1, 2, 2, 2]);
+        let e = att.forward(&view(&data, [1, 2, 3, 2]), &t, &t, &Rows::All).err().unwrap();
+        assert_eq!(e.argument, "heads_q");
+        assert_eq!(e.to_string(), "invalid argument `heads_q`: expected a multiple of heads_kv = 2, got 3");
+        let att = Attention { shape: shape(2, 2, 2, 2), ..att };
+        let e = att.forward(&t, &t, &view(&data[..8], [1, 2, 2, 1]), &Rows::All).err().unwrap();
+        assert_eq!(e.argument, "v");
+        let e = att.forward(&t, &t, &t, &Rows::Sample(vec![0, 2])).err().unwrap();
+        assert_eq!(e.argument, "rows");
+        let e = att.backward(&t, &t, &t, &view(&data, [1, 2, 1, 2])).err().unwrap();
+        assert_eq!(e.argument, "dout");
+    }
+}

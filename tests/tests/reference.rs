@@ -3,6 +3,7 @@
 // Index loops here mirror the formulas they check.
 #![allow(clippy::needless_range_loop)]
 
+use approx::{abs_diff_eq, assert_abs_diff_eq, assert_relative_eq, relative_eq};
 use half::{bf16, f16};
 use rustflash::Element;
 use rustflash::layout::{AttentionShape, HostView, Layout4};
@@ -53,10 +54,6 @@ fn view64(data: &[f64], shape: [usize; 4]) -> F64View<'_> {
     F64View(view(data, shape))
 }
 
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * (1.0 + b.abs())
-}
-
 fn hand_computed(_: &Context) -> TestResult {
     // One query, two keys, scale 1: s = [0, ln 3], P = [1/4, 3/4]; V = [1, 5]: O = 4, LSE = ln 4.
     let sh = shape(1, 1, 2, 1, 1, 1);
@@ -68,9 +65,8 @@ fn hand_computed(_: &Context) -> TestResult {
         &view64(&v, [1, 2, 1, 1]),
         &Rows::All,
     )?;
-    ensure(close(out.o[0], 4.0, 1e-15) && close(out.lse[0], 4f64.ln(), 1e-15), || {
-        format!("O {:?}, LSE {:?}", out.o, out.lse)
-    })?;
+    assert_relative_eq!(out.o[0], 4.0, max_relative = 1e-15);
+    assert_relative_eq!(out.lse[0], 4f64.ln(), max_relative = 1e-15);
 
     // Causal, two queries, two keys: row 0 sees key 0 only (O = v0), row 1 both.
     let sh = shape(1, 2, 2, 1, 1, 1);
@@ -82,10 +78,11 @@ fn hand_computed(_: &Context) -> TestResult {
         &view64(&v, [1, 2, 1, 1]),
         &Rows::All,
     )?;
-    ensure(close(out.o[0], 1.0, 1e-15) && close(out.o[1], 4.0, 1e-15), || format!("causal O {:?}", out.o))?;
-    ensure(close(out.lse[0], 0.0, 1e-15) && close(out.lse[1], 4f64.ln(), 1e-15), || {
-        format!("causal LSE {:?}", out.lse)
-    })
+    assert_relative_eq!(out.o[0], 1.0, max_relative = 1e-15);
+    assert_relative_eq!(out.o[1], 4.0, max_relative = 1e-15);
+    assert_abs_diff_eq!(out.lse[0], 0.0, epsilon = 1e-15);
+    assert_relative_eq!(out.lse[1], 4f64.ln(), max_relative = 1e-15);
+    Ok(())
 }
 
 /// `L = Σ O ∘ dO`; its gradients against central differences with step 1e-5, every element.
@@ -113,7 +110,7 @@ fn finite_differences(ctx: &Context) -> TestResult {
                 inputs[which][i] -= 2.0 * h;
                 let minus = loss(&inputs[0], &inputs[1], &inputs[2])?;
                 let numeric = (plus - minus) / (2.0 * h);
-                ensure(close(grad[i], numeric, 1e-7), || {
+                ensure(relative_eq!(grad[i], numeric, epsilon = 1e-7, max_relative = 1e-7), || {
                     format!("causal {causal}: {name}[{i}] = {}, central difference {numeric}", grad[i])
                 })?;
             }
@@ -164,13 +161,14 @@ fn tiled_online_softmax(ctx: &Context) -> TestResult {
                     }
                     let lse = if visible == 0 { f64::INFINITY } else { m + l.ln() };
                     let want = reference.lse[(b * sh.heads_q + h) * sh.seqlen_q + i];
-                    ensure(lse == want || (lse - want).abs() <= 1e-12, || {
+                    // Within 1e-12, or equal (+inf for a fully masked row).
+                    ensure(relative_eq!(lse, want, epsilon = 1e-12, max_relative = 0.0), || {
                         format!("LSE ({b},{h},{i}): tiled {lse}, reference {want}")
                     })?;
                     for x in 0..d {
                         let o = if visible == 0 { 0.0 } else { acc[x] / l };
                         let want = reference.o[((b * sh.seqlen_q + i) * sh.heads_q + h) * d + x];
-                        ensure((o - want).abs() <= 1e-12, || {
+                        ensure(abs_diff_eq!(o, want, epsilon = 1e-12), || {
                             format!("O ({b},{i},{h},{x}): tiled {o}, reference {want}")
                         })?;
                     }
@@ -252,7 +250,7 @@ fn gqa_equals_repeat(ctx: &Context) -> TestResult {
                     for x in 0..16 {
                         let sum: f64 = (0..4).map(|r| repeated[(bs * 8 + 4 * g + r) * 16 + x]).sum();
                         let got = shared[(bs * 2 + g) * 16 + x];
-                        ensure((got - sum).abs() <= 1e-12 * (1.0 + sum.abs()), || {
+                        ensure(relative_eq!(got, sum, epsilon = 1e-12, max_relative = 1e-12), || {
                             format!("{name}: {got} vs sum {sum}")
                         })?;
                     }
