@@ -12,7 +12,6 @@ mod error;
 mod kernel_path;
 pub mod layout;
 pub mod ptx;
-pub mod reference;
 mod tensor;
 
 pub use attention::{FlashAttention, ForwardOptions, ForwardTile, RawForward};

@@ -40,25 +40,39 @@ impl Half for Bf16 {
 }
 
 /// Combines `v` over the block (256 threads at most) with `op`; every thread gets the result.
+///
+/// # Safety
+/// Every thread of the block calls it together (it holds two block barriers and warp
+/// shuffles); the block is whole warps, at most 8, with 32 bytes of dynamic shared memory.
 #[inline(always)]
-fn block_reduce(v: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+unsafe fn block_reduce(v: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     let scratch = shared::dynamic_smem_base();
-    let v = warp::reduce::<32>(v, op);
+    // SAFETY: the caller brings every thread, so every lane of every warp.
+    let v = unsafe { warp::reduce::<32>(v, op) };
     let (w, warps) = (thread_idx_x() / 32, block_dim_x() / 32);
     if thread_idx_x().is_multiple_of(32) {
+        // SAFETY: `w < 8`: word `w` of the 32 bytes of shared memory.
         unsafe { shared::st_shared_u32(scratch + 4 * w, v.to_bits()) };
     }
-    sync::block_barrier();
+    // SAFETY: every thread leaves the branch above and reaches this barrier; the caller brings
+    // the whole block.
+    unsafe { sync::block_barrier() };
+    // SAFETY: word 0 of the scratch words.
     let mut r = f32::from_bits(unsafe { shared::ld_shared_u32(scratch) });
     for i in 1..warps {
+        // SAFETY: `i < warps <= 8`: one of the scratch words.
         r = op(r, f32::from_bits(unsafe { shared::ld_shared_u32(scratch + 4 * i) }));
     }
-    sync::block_barrier(); // the scratch words are reused by the next reduction
+    // SAFETY: as above; every thread runs the same `warps - 1` iterations.
+    unsafe { sync::block_barrier() }; // the scratch words are reused by the next reduction
     r
 }
 
 /// Block `r` normalises row `r` of `s` (`rows` rows of `cols` 16-bit elements, query index
 /// `r % seqlen_q`) into `p`, which may alias `s`.
+///
+/// # Safety
+/// As for the kernels below; every thread of the block calls it.
 #[inline(always)]
 unsafe fn softmax_rows<T: Half>(
     s: *const u16,
@@ -75,30 +89,38 @@ unsafe fn softmax_rows<T: Half>(
     } else {
         cols
     };
+    // SAFETY: `row < gridDim.x`, and the caller gives `s` and `p` `gridDim.x · cols` elements.
     let (s, p) = unsafe { (s.add(row as usize * cols as usize), p.add(row as usize * cols as usize)) };
     let mut m = f32::NEG_INFINITY;
     let mut j = thread_idx_x();
     while j < visible {
+        // SAFETY: `j < visible <= cols`: inside the row.
         m = max(m, T::to_f32(unsafe { *s.add(j as usize) }) * scale_log2);
         j += block_dim_x();
     }
-    let m = block_reduce(m, max);
+    // SAFETY: every thread leaves the loop above and reaches this call (the caller runs the
+    // whole block here); the launch gives at most 256 threads and 32 bytes of shared memory.
+    let m = unsafe { block_reduce(m, max) };
     let base = if m == f32::NEG_INFINITY { 0.0 } else { m };
     let mut sum = 0.0;
     let mut j = thread_idx_x();
     while j < visible {
+        // SAFETY: `j < visible <= cols`: inside the row.
         sum += exp2_approx(T::to_f32(unsafe { *s.add(j as usize) }) * scale_log2 - base);
         j += block_dim_x();
     }
-    let sum = block_reduce(sum, |a, b| a + b);
+    // SAFETY: as for the first reduction.
+    let sum = unsafe { block_reduce(sum, |a, b| a + b) };
     let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     let mut j = thread_idx_x();
     while j < cols {
         let x = if j < visible {
+            // SAFETY: `j < visible <= cols`: inside the row.
             exp2_approx(T::to_f32(unsafe { *s.add(j as usize) }) * scale_log2 - base) * inv
         } else {
             0.0
         };
+        // SAFETY: `j < cols`: inside the row of `p`.
         unsafe { *p.add(j as usize) = T::from_f32(x) };
         j += block_dim_x();
     }
@@ -118,6 +140,7 @@ pub unsafe extern "ptx-kernel" fn naive_softmax_f16(
     scale_log2: f32,
     causal: u32,
 ) {
+    // SAFETY: the caller's guarantees are the helper's; every thread of the block runs it.
     unsafe { softmax_rows::<F16>(s, p, cols, seqlen_q, scale_log2, causal) }
 }
 
@@ -134,5 +157,6 @@ pub unsafe extern "ptx-kernel" fn naive_softmax_bf16(
     scale_log2: f32,
     causal: u32,
 ) {
+    // SAFETY: as for `naive_softmax_f16`.
     unsafe { softmax_rows::<Bf16>(s, p, cols, seqlen_q, scale_log2, causal) }
 }

@@ -14,6 +14,8 @@ pub unsafe extern "ptx-kernel" fn selftest_indices(out: *mut u32) {
     let t = (block * block_dim_x() + thread_idx_x()) as usize;
     let values = [thread_idx_x(), block_idx_x(), lane_id(), warp_id(), block_idx_y()];
     for (k, v) in values.into_iter().enumerate() {
+        // SAFETY: `t` is below `blockDim.x * gridDim.x * gridDim.y`, and the caller gives `out`
+        // five words per thread.
         unsafe { *out.add(5 * t + k) = v };
     }
 }
@@ -28,13 +30,17 @@ pub unsafe extern "ptx-kernel" fn selftest_shared_barrier(out: *mut u32, words: 
     let base = shared::dynamic_smem_base();
     let mut i = thread_idx_x();
     while i < words {
+        // SAFETY: `i < words`, and the launch gives `4 * words` bytes of dynamic shared memory.
         unsafe { shared::st_shared_u32(base + 4 * i, 7 * i + 1) };
         i += block_dim_x();
     }
-    sync::block_barrier();
+    // SAFETY: every thread leaves the loop above and reaches this barrier once.
+    unsafe { sync::block_barrier() };
     let mut i = thread_idx_x();
     while i < words {
+        // SAFETY: word `(i + 1) % words` is inside the `4 * words` bytes of shared memory.
         let v = unsafe { shared::ld_shared_u32(base + 4 * ((i + 1) % words)) };
+        // SAFETY: `i < words`, and the caller gives `out` `words` words.
         unsafe { *out.add(i as usize) = v };
         i += block_dim_x();
     }
@@ -52,6 +58,7 @@ pub unsafe extern "ptx-kernel" fn selftest_global_v4(src: *const u8, dst: *mut u
     let mut i = thread_idx_x();
     while i < vectors {
         let offset = 16 * i as usize;
+        // SAFETY: `i < vectors`: 16 aligned bytes of `src`, which no thread writes.
         let v = unsafe {
             if i.is_multiple_of(2) {
                 global::ld_global_v4(src.add(offset))
@@ -59,8 +66,11 @@ pub unsafe extern "ptx-kernel" fn selftest_global_v4(src: *const u8, dst: *mut u
                 global::ld_global_nc_v4(src.add(offset))
             }
         };
+        // SAFETY: the thread's own 16-byte slot in the `16 * blockDim.x` bytes of shared memory.
         unsafe { shared::st_shared_v4(slot, v) };
+        // SAFETY: as above.
         let back = unsafe { shared::ld_shared_v4(slot) };
+        // SAFETY: `i < vectors`: 16 aligned bytes of `dst`.
         unsafe { global::st_global_v4(dst.add(offset), back) };
         i += block_dim_x();
     }
@@ -68,6 +78,9 @@ pub unsafe extern "ptx-kernel" fn selftest_global_v4(src: *const u8, dst: *mut u
 
 /// Thread `t` copies chunk `t` (`BYTES` bytes) of `src` into shared memory with `cp.async`,
 /// zero-filling the chunks at or past `valid`, then writes its chunk to `dst` word by word.
+///
+/// # Safety
+/// As for the kernels below; every thread of the block calls it.
 #[cfg(target_feature = "sm_80")]
 #[inline(always)]
 unsafe fn cp_async_roundtrip<const BYTES: u32>(src: *const u8, dst: *mut u8, valid: u32) {
@@ -76,13 +89,19 @@ unsafe fn cp_async_roundtrip<const BYTES: u32>(src: *const u8, dst: *mut u8, val
     let smem = shared::dynamic_smem_base() + BYTES * t;
     let in_range = t < valid;
     // Past the end the address is clamped to the first chunk and nothing is read from it.
+    // SAFETY: chunk `t < valid` is inside `src`.
     let chunk = if in_range { unsafe { src.add((BYTES * t) as usize) } } else { src };
+    // SAFETY: the thread's own chunk of shared memory, `BYTES`-aligned; `chunk` is a valid global
+    // address with `BYTES` readable bytes, or 0 bytes read past the end.
     unsafe { cp_async::cp_async::<BYTES>(smem, chunk, if in_range { BYTES } else { 0 }) };
     cp_async::commit_group();
     cp_async::wait_group::<0>();
-    sync::block_barrier();
+    // SAFETY: straight-line code: every thread of the block reaches it once.
+    unsafe { sync::block_barrier() };
     for w in 0..BYTES / 4 {
+        // SAFETY: a word of the thread's own chunk of shared memory.
         let v = unsafe { shared::ld_shared_u32(smem + 4 * w) };
+        // SAFETY: `dst` holds one chunk per thread; chunks are 4-byte aligned.
         unsafe { *(dst.add((BYTES * t + 4 * w) as usize) as *mut u32) = v };
     }
 }
@@ -99,6 +118,7 @@ macro_rules! cp_async_kernels {
         #[cfg(target_feature = "sm_80")]
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(src: *const u8, dst: *mut u8, valid: u32) {
+            // SAFETY: the caller's guarantees are the helper's; every thread runs it.
             unsafe { cp_async_roundtrip::<$bytes>(src, dst, valid) }
         }
     )*};
@@ -127,13 +147,17 @@ pub unsafe extern "ptx-kernel" fn selftest_ldmatrix(src: *const u32, out: *mut u
     let l = lane_id();
     for w in 0..4 {
         let word = 4 * l + w; // 128 words = 256 halves
+        // SAFETY: `word < 128`: inside `src` and the 512 bytes of shared memory.
         unsafe { shared::st_shared_u32(base + 4 * word, *src.add(word as usize)) };
     }
-    sync::block_barrier();
+    // SAFETY: straight-line code: the whole block (one warp) reaches it once.
+    unsafe { sync::block_barrier() };
     let tile = l / 8;
     let row = 8 * (tile % 2) + l % 8;
     let addr = base + row * 32 + (tile / 2) * 16;
     let mut regs = [0u32; 4];
+    // SAFETY: every lane gives a 16-byte aligned row address inside the 512 bytes of shared
+    // memory, and `mode` is the same in every lane, so the whole warp runs the same `ldmatrix`.
     unsafe {
         match mode {
             0 => regs[0] = ldmatrix_x1::<false>(addr),
@@ -145,6 +169,7 @@ pub unsafe extern "ptx-kernel" fn selftest_ldmatrix(src: *const u32, out: *mut u
         }
     }
     for (r, v) in regs.into_iter().enumerate() {
+        // SAFETY: `4 l + r < 128`, the size of `out`.
         unsafe { *out.add((4 * l) as usize + r) = v };
     }
 }
@@ -152,15 +177,20 @@ pub unsafe extern "ptx-kernel" fn selftest_ldmatrix(src: *const u32, out: *mut u
 /// One warp: `C = A B` for A 16x16 (row-major), B 16x8 given as Bᵀ (8x16 row-major, so each
 /// `u32` holds two consecutive k), C 16x8 f32 row-major, fragments loaded per the documented
 /// `mma.sync` layout.
+///
+/// # Safety
+/// One whole warp calls it; `a` holds 128 words, `bt` 64, `c` 128 f32.
 #[cfg(target_feature = "sm_80")]
 #[inline(always)]
 unsafe fn mma_tile<T: crate::primitives::mma::MmaInput>(a: *const u32, bt: *const u32, c: *mut f32) {
     let (g, t) = ((lane_id() / 4) as usize, (lane_id() % 4) as usize);
     // Row r, element pair p (columns 2p, 2p+1) of a 16-wide matrix of halves: word 8r + p.
+    // SAFETY: `r < 16` and `p < 8` for A, `r < 8` for Bᵀ: inside the caller's matrices.
     let word = |m: *const u32, r: usize, p: usize| unsafe { *m.add(8 * r + p) };
     let af = [word(a, g, t), word(a, g + 8, t), word(a, g, t + 4), word(a, g + 8, t + 4)];
     let bf = [word(bt, g, t), word(bt, g, t + 4)];
     let d = crate::primitives::mma::mma_m16n8k16::<T>([0.0; 4], af, bf);
+    // SAFETY: rows `g, g + 8 < 16`, columns `2 t + 1 < 8`: inside C's 128 f32.
     unsafe {
         *c.add(8 * g + 2 * t) = d[0];
         *c.add(8 * g + 2 * t + 1) = d[1];
@@ -169,17 +199,25 @@ unsafe fn mma_tile<T: crate::primitives::mma::MmaInput>(a: *const u32, bt: *cons
     }
 }
 
-/// `mma.sync` m16n8k16, f16 inputs. # Safety: one warp; A 256 halves, Bᵀ 128 halves, C 128 f32.
+/// `mma.sync` m16n8k16, f16 inputs.
+///
+/// # Safety
+/// One warp; A 256 halves, Bᵀ 128 halves, C 128 f32.
 #[cfg(target_feature = "sm_80")]
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn selftest_mma_f16(a: *const u32, bt: *const u32, c: *mut f32) {
+    // SAFETY: the caller launches one warp with the matrices `mma_tile` needs.
     unsafe { mma_tile::<crate::primitives::mma::F16>(a, bt, c) }
 }
 
-/// `mma.sync` m16n8k16, bf16 inputs. # Safety: as for `selftest_mma_f16`.
+/// `mma.sync` m16n8k16, bf16 inputs.
+///
+/// # Safety
+/// As for `selftest_mma_f16`.
 #[cfg(target_feature = "sm_80")]
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn selftest_mma_bf16(a: *const u32, bt: *const u32, c: *mut f32) {
+    // SAFETY: as for `selftest_mma_f16`.
     unsafe { mma_tile::<crate::primitives::mma::Bf16>(a, bt, c) }
 }
 
@@ -201,22 +239,33 @@ pub unsafe extern "ptx-kernel" fn selftest_wmma_f16(
     let l = lane_id();
     for w in 0..4 {
         let word = 4 * l + w;
+        // SAFETY: `word < 128`: inside A, B and their 512-byte regions of shared memory.
         unsafe {
             shared::st_shared_u32(sa + 4 * word, *a.add(word as usize));
             shared::st_shared_u32(sb + 4 * word, *b.add(word as usize));
         }
     }
-    sync::block_barrier();
+    // SAFETY: straight-line code: the whole block (one warp) reaches it once.
+    unsafe { sync::block_barrier() };
+    // SAFETY: a 16x16 f16 tile at a 512-byte aligned shared address; the whole warp loads it.
     let fa = unsafe { wmma::load_a_row(sa, 16) };
+    // `b_col_major` is the same in every lane: the whole warp takes the same branch.
     let acc = if b_col_major != 0 {
-        wmma::mma::<true>(wmma::Accumulator::ZERO, fa, unsafe { wmma::load_b::<true>(sb, 16) })
+        // SAFETY: as for A.
+        let fb = unsafe { wmma::load_b::<true>(sb, 16) };
+        wmma::mma::<true>(wmma::Accumulator::ZERO, fa, fb)
     } else {
-        wmma::mma::<false>(wmma::Accumulator::ZERO, fa, unsafe { wmma::load_b::<false>(sb, 16) })
+        // SAFETY: as for A.
+        let fb = unsafe { wmma::load_b::<false>(sb, 16) };
+        wmma::mma::<false>(wmma::Accumulator::ZERO, fa, fb)
     };
+    // SAFETY: a 16x16 f32 tile (1 KB) at `sc`, inside the 2048 bytes; the whole warp stores it.
     unsafe { wmma::store_acc(sc, acc, 16) };
-    sync::block_barrier();
+    // SAFETY: straight-line code, as above.
+    unsafe { sync::block_barrier() };
     for w in 0..8 {
         let i = 8 * l + w;
+        // SAFETY: `i < 256`: inside C and the f32 tile in shared memory.
         unsafe { *c.add(i as usize) = f32::from_bits(shared::ld_shared_u32(sc + 4 * i)) };
     }
 }
@@ -229,14 +278,20 @@ pub unsafe extern "ptx-kernel" fn selftest_wmma_f16(
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn selftest_warp(x: *const f32, out: *mut f32) {
     let t = thread_idx_x() as usize;
+    // SAFETY: `t < blockDim.x`, the length of `x`.
     let v = unsafe { *x.add(t) };
-    let results = [
-        warp::warp_max(v),
-        warp::warp_sum(v),
-        warp::shfl_idx(v, (lane_id() + 3) % 32),
-        warp::reduce::<4>(v, |a, b| a + b),
-    ];
+    // SAFETY: straight-line code, and the block is whole warps: every lane of each warp runs
+    // each shuffle together.
+    let results = unsafe {
+        [
+            warp::warp_max(v),
+            warp::warp_sum(v),
+            warp::shfl_idx(v, (lane_id() + 3) % 32),
+            warp::reduce::<4>(v, |a, b| a + b),
+        ]
+    };
     for (k, r) in results.into_iter().enumerate() {
+        // SAFETY: `out` holds four values per thread.
         unsafe { *out.add(4 * t + k) = r };
     }
 }
@@ -249,8 +304,10 @@ pub unsafe extern "ptx-kernel" fn selftest_warp(x: *const f32, out: *mut f32) {
 pub unsafe extern "ptx-kernel" fn selftest_math(x: *const f32, out: *mut u32, n: u32) {
     let i = block_idx_x() * block_dim_x() + thread_idx_x();
     if i < n {
+        // SAFETY: `i < n`, the length of `x`.
         let v = unsafe { *x.add(i as usize) };
         let o = 3 * i as usize;
+        // SAFETY: `o + 2 < 3 n`, the length of `out`.
         unsafe {
             *out.add(o) = math::exp2_approx(v).to_bits();
             *out.add(o + 1) = math::fma(v, v, 1.0).to_bits();

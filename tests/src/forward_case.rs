@@ -6,11 +6,11 @@ use crate::harness::{Context, TestResult, fail};
 use crate::rng::Rng;
 use half::{bf16, f16};
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::reference::check::{Comparison, Tolerance, compare};
-use rustflash::reference::{Attention, Rows};
 use rustflash::{
     DeviceTensor, DeviceTensorMut, Element, FlashAttention, ForwardOptions, ForwardTile, KernelPath,
 };
+use rustflash_reference::check::{Comparison, Tolerance, compare};
+use rustflash_reference::{Attention, Rows};
 
 /// How Q, K and V are laid out in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

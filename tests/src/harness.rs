@@ -54,6 +54,13 @@ impl From<rustflash::Error> for Failure {
     }
 }
 
+/// A reference evaluation given arguments it cannot evaluate: the test itself is wrong.
+impl From<rustflash_reference::Error> for Failure {
+    fn from(e: rustflash_reference::Error) -> Self {
+        Failure::Fail(format!("float64 reference: {e}"))
+    }
+}
+
 impl From<rustflash::cudarc::driver::DriverError> for Failure {
     fn from(e: rustflash::cudarc::driver::DriverError) -> Self {
         Failure::Fail(format!("CUDA driver error: {e}"))

@@ -230,8 +230,8 @@ fn bad_inputs(_: &Context) -> TestResult {
 fn offsets_beyond_2_pow_31(ctx: &Context) -> TestResult {
     use half::f16;
     use rustflash::layout::{HostView, Layout4};
-    use rustflash::reference::check::{Tolerance, compare};
-    use rustflash::reference::{Attention, Rows};
+    use rustflash_reference::check::{Tolerance, compare};
+    use rustflash_reference::{Attention, Rows};
     let (b, s, h, d) = (2usize, 200usize, 2usize, 64usize);
     let batch_stride = (1usize << 31) + 4096;
     let row = 3 * h * d; // q, k, v packed per position

@@ -50,7 +50,8 @@ pub unsafe fn store<
     warp_row: u32,
     dst: &Destination,
 ) {
-    let finish = softmax.finish(|x| warp::reduce::<4>(x, |a, b| a + b));
+    // SAFETY: `finish` calls it once per row in every lane, and every lane calls `store`.
+    let finish = softmax.finish(|x| unsafe { warp::reduce::<4>(x, |a, b| a + b) });
     let l = lane_id();
     for mt in 0..MT {
         for h in 0..2 {

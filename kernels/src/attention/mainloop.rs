@@ -163,7 +163,8 @@ unsafe fn step<
             |c| 8 * (c as u32 / 2) + M::position(c % 2).1,
         );
     }
-    let quad_max = |x: f32| warp::reduce::<4>(x, math::max);
+    // SAFETY: `update` calls it once per row in every lane; every thread runs this step.
+    let quad_max = |x: f32| unsafe { warp::reduce::<4>(x, math::max) };
     let rescale = state.softmax.update(&mut rows, quad_max);
     for (mt, row_tiles) in state.acc.iter_mut().enumerate() {
         for a in row_tiles.iter_mut() {

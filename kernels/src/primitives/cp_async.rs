@@ -16,6 +16,8 @@ use core::arch::asm;
 pub unsafe fn cp_async<const BYTES: u32>(dst: u32, src: *const u8, src_bytes: u32) {
     const { assert!(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes") };
     // `.cg` (cache in L2 only) exists for 16-byte copies; smaller ones must use `.ca`.
+    // SAFETY: the caller guarantees aligned shared `dst`, a valid global `src` and
+    // `src_bytes <= BYTES` readable bytes there.
     unsafe {
         if BYTES == 16 {
             asm!("cp.async.cg.shared.global [{d}], [{s}], 16, {n};",

@@ -9,6 +9,7 @@ use core::arch::asm;
 #[inline(always)]
 pub unsafe fn ld_global_v4(ptr: *const u8) -> [u32; 4] {
     let (x, y, z, w): (u32, u32, u32, u32);
+    // SAFETY: the caller guarantees 16 aligned readable bytes at `ptr`; the asm only reads them.
     unsafe {
         asm!(
             "ld.global.v4.u32 {{{x}, {y}, {z}, {w}}}, [{p}];",
@@ -27,6 +28,8 @@ pub unsafe fn ld_global_v4(ptr: *const u8) -> [u32; 4] {
 #[inline(always)]
 pub unsafe fn ld_global_nc_v4(ptr: *const u8) -> [u32; 4] {
     let (x, y, z, w): (u32, u32, u32, u32);
+    // SAFETY: the caller guarantees 16 aligned readable bytes at `ptr` that nothing writes during
+    // the launch, as the non-coherent path needs; the asm only reads them.
     unsafe {
         asm!(
             "ld.global.nc.v4.u32 {{{x}, {y}, {z}, {w}}}, [{p}];",
@@ -43,6 +46,7 @@ pub unsafe fn ld_global_nc_v4(ptr: *const u8) -> [u32; 4] {
 /// `ptr` is 16-byte aligned and points to 16 writable bytes.
 #[inline(always)]
 pub unsafe fn st_global_v4(ptr: *mut u8, v: [u32; 4]) {
+    // SAFETY: the caller guarantees 16 aligned writable bytes at `ptr`.
     unsafe {
         asm!(
             "st.global.v4.u32 [{p}], {{{x}, {y}, {z}, {w}}};",

@@ -7,10 +7,15 @@
 
 use core::arch::asm;
 
-/// One 8x8 tile. # Safety: lanes 0..8 give valid, 16-byte aligned shared row addresses.
+/// One 8x8 tile.
+///
+/// # Safety
+/// All 32 lanes call it together; lanes 0..8 give valid, 16-byte aligned shared row addresses.
 #[inline(always)]
 pub unsafe fn ldmatrix_x1<const TRANS: bool>(row_addr: u32) -> u32 {
     let r: u32;
+    // SAFETY: the caller guarantees the row addresses and that all lanes of the warp execute this
+    // `.sync.aligned` load together.
     unsafe {
         if TRANS {
             asm!("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {{{r}}}, [{a}];", r = out(reg32) r, a = in(reg32) row_addr, options(nostack, readonly));
@@ -21,10 +26,15 @@ pub unsafe fn ldmatrix_x1<const TRANS: bool>(row_addr: u32) -> u32 {
     r
 }
 
-/// Two 8x8 tiles. # Safety: lanes 0..16 give valid, 16-byte aligned shared row addresses.
+/// Two 8x8 tiles.
+///
+/// # Safety
+/// All 32 lanes call it together; lanes 0..16 give valid, 16-byte aligned shared row addresses.
 #[inline(always)]
 pub unsafe fn ldmatrix_x2<const TRANS: bool>(row_addr: u32) -> [u32; 2] {
     let (r0, r1): (u32, u32);
+    // SAFETY: the caller guarantees the row addresses and that all lanes of the warp execute this
+    // `.sync.aligned` load together.
     unsafe {
         if TRANS {
             asm!("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {{{r0}, {r1}}}, [{a}];",
@@ -37,10 +47,15 @@ pub unsafe fn ldmatrix_x2<const TRANS: bool>(row_addr: u32) -> [u32; 2] {
     [r0, r1]
 }
 
-/// Four 8x8 tiles. # Safety: all 32 lanes give valid, 16-byte aligned shared row addresses.
+/// Four 8x8 tiles.
+///
+/// # Safety
+/// All 32 lanes call it together and give valid, 16-byte aligned shared row addresses.
 #[inline(always)]
 pub unsafe fn ldmatrix_x4<const TRANS: bool>(row_addr: u32) -> [u32; 4] {
     let (r0, r1, r2, r3): (u32, u32, u32, u32);
+    // SAFETY: the caller guarantees the row addresses and that all lanes of the warp execute this
+    // `.sync.aligned` load together.
     unsafe {
         if TRANS {
             asm!("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];",

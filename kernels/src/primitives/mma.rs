@@ -38,10 +38,15 @@ impl MmaInput for Bf16 {
 }
 
 /// `acc += A * B` for one m16n8k16 tile, inputs of type `T`, f32 accumulation.
+///
+/// Warp-collective (`.sync.aligned`): all 32 lanes must execute it together, in code they all
+/// run. Not yet an `unsafe fn` (its callers in `attention/` are being rewritten): that
+/// requirement is the caller's.
 #[inline(always)]
 pub fn mma_m16n8k16<T: MmaInput>(acc: [f32; 4], a: [u32; 4], b: [u32; 2]) -> [f32; 4] {
     let [mut d0, mut d1, mut d2, mut d3] = acc;
-    // SAFETY: register-only; `pure, nomem` lets LLVM schedule independent products freely.
+    // SAFETY: register-only; `pure, nomem` lets LLVM schedule independent products freely. The
+    // whole warp must execute it (see above); its callers ensure that.
     unsafe {
         if T::IS_BF16 {
             asm!(

@@ -22,6 +22,7 @@ pub fn dynamic_smem_base() -> u32 {
 /// `addr` is 4-byte aligned and inside the launch's dynamic shared memory.
 #[inline(always)]
 pub unsafe fn st_shared_u32(addr: u32, value: u32) {
+    // SAFETY: the caller guarantees an aligned address inside dynamic shared memory.
     unsafe { asm!("st.shared.u32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) value, options(nostack)) }
 }
 
@@ -30,6 +31,7 @@ pub unsafe fn st_shared_u32(addr: u32, value: u32) {
 #[inline(always)]
 pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
     let v: u32;
+    // SAFETY: the caller guarantees an aligned address inside dynamic shared memory.
     unsafe { asm!("ld.shared.u32 {v}, [{a}];", v = out(reg32) v, a = in(reg32) addr, options(nostack)) };
     v
 }
@@ -40,6 +42,7 @@ pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
 /// `addr` is 2-byte aligned and inside the launch's dynamic shared memory.
 #[inline(always)]
 pub unsafe fn st_shared_u16(addr: u32, value: u16) {
+    // SAFETY: the caller guarantees an aligned address inside dynamic shared memory.
     unsafe { asm!("st.shared.u16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) value, options(nostack)) }
 }
 
@@ -49,6 +52,7 @@ pub unsafe fn st_shared_u16(addr: u32, value: u16) {
 /// `addr` is 16-byte aligned and inside dynamic shared memory.
 #[inline(always)]
 pub unsafe fn st_shared_v4(addr: u32, v: [u32; 4]) {
+    // SAFETY: the caller guarantees 16 aligned bytes inside dynamic shared memory.
     unsafe {
         asm!(
             "st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};",
@@ -65,6 +69,7 @@ pub unsafe fn st_shared_v4(addr: u32, v: [u32; 4]) {
 #[inline(always)]
 pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
     let (x, y, z, w): (u32, u32, u32, u32);
+    // SAFETY: the caller guarantees 16 aligned bytes inside dynamic shared memory.
     unsafe {
         asm!(
             "ld.shared.v4.u32 {{{x}, {y}, {z}, {w}}}, [{a}];",

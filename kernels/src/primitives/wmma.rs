@@ -26,6 +26,8 @@ impl Accumulator {
 #[inline(always)]
 pub unsafe fn load_a_row(addr: u32, ld: u32) -> Fragment {
     let mut r = [0u32; 8];
+    // SAFETY: the caller guarantees the aligned tile lies in shared memory and that all lanes of
+    // the warp execute this `.sync.aligned` load together.
     unsafe {
         asm!(
             "wmma.load.a.sync.aligned.row.m16n16k16.shared.f16 {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, [{a}], {ld};",
@@ -45,6 +47,8 @@ pub unsafe fn load_a_row(addr: u32, ld: u32) -> Fragment {
 #[inline(always)]
 pub unsafe fn load_b<const COL_MAJOR: bool>(addr: u32, ld: u32) -> Fragment {
     let mut r = [0u32; 8];
+    // SAFETY: the caller guarantees the aligned tile lies in shared memory and that all lanes of
+    // the warp execute this `.sync.aligned` load together.
     unsafe {
         if COL_MAJOR {
             asm!(
@@ -66,11 +70,14 @@ pub unsafe fn load_b<const COL_MAJOR: bool>(addr: u32, ld: u32) -> Fragment {
 }
 
 /// `acc += A * B`. `COL_MAJOR_B` must match how `b` was loaded.
+///
+/// Warp-collective (`.sync.aligned`): all 32 lanes must execute it together, in code they all
+/// run. Not yet an `unsafe fn`, like `mma::mma_m16n8k16`: that requirement is the caller's.
 #[inline(always)]
 pub fn mma<const COL_MAJOR_B: bool>(acc: Accumulator, a: Fragment, b: Fragment) -> Accumulator {
     let mut d = acc.0;
     let (a, b) = (a.0, b.0);
-    // SAFETY: register-only.
+    // SAFETY: register-only. The whole warp must execute it (see above); its callers ensure that.
     unsafe {
         if COL_MAJOR_B {
             asm!(
@@ -106,6 +113,8 @@ pub fn mma<const COL_MAJOR_B: bool>(acc: Accumulator, a: Fragment, b: Fragment) 
 #[inline(always)]
 pub unsafe fn store_acc(addr: u32, acc: Accumulator, ld: u32) {
     let d = acc.0;
+    // SAFETY: the caller guarantees the aligned tile lies in shared memory and that all lanes of
+    // the warp execute this `.sync.aligned` store together.
     unsafe {
         asm!(
             "wmma.store.d.sync.aligned.row.m16n16k16.shared.f32 [{a}], {{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}}}, {ld};",

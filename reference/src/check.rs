@@ -5,7 +5,7 @@
 //! (outputs are poisoned with NaN before a launch, so an element never written is caught).
 //! Infinite reference values (LSE of fully masked rows) must be matched exactly.
 
-use crate::Element;
+use rustflash::Element;
 use std::fmt;
 
 /// The margin of one comparison.
@@ -155,4 +155,81 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
 
 fn max_abs_finite(x: &[f64]) -> f64 {
     x.iter().filter(|v| v.is_finite()).fold(0.0, |m, v| m.max(v.abs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::{assert_abs_diff_eq, assert_relative_eq};
+    use half::{bf16, f16};
+
+    #[test]
+    fn tolerances_are_the_documented_ones() {
+        // max|ref| = 3 (the infinity is left out): ulp(3) is 2^-9 in f16, 2^-6 in bf16.
+        let reference = [0.5, -3.0, f64::INFINITY];
+        let t = Tolerance::output::<f16>(&reference);
+        assert_relative_eq!(t.factor, 2.0);
+        assert_relative_eq!(t.slack, 2.0 * 2f64.powi(-9));
+        let t = Tolerance::gradient::<bf16>(&reference);
+        assert_relative_eq!(t.factor, 3.0);
+        assert_relative_eq!(t.slack, 2.0 * 2f64.powi(-6));
+        // LSE: 8 ulp of f32 at max(|ref|, 1).
+        assert_relative_eq!(Tolerance::lse(&[5.0, f64::INFINITY]).slack, 8.0 * 2f64.powi(2 - 23));
+        assert_relative_eq!(Tolerance::lse(&[0.1]).slack, 8.0 * 2f64.powi(-23));
+    }
+
+    #[test]
+    fn compare_measures_the_largest_errors() {
+        let reference = [1.0, 2.0, 3.0, 4.0];
+        let plain = [1.1, 2.0, 3.0, 3.8];
+        let ours = [1.0, 2.05, 3.0, 4.01];
+        let c = compare("x", &[2, 2], &ours, &plain, &reference, Tolerance { factor: 2.0, slack: 0.1 });
+        assert_abs_diff_eq!(c.error, 0.05, epsilon = 1e-12);
+        assert_abs_diff_eq!(c.plain_error, 0.2, epsilon = 1e-12);
+        assert_abs_diff_eq!(c.bound, 0.5, epsilon = 1e-12);
+        assert_abs_diff_eq!(c.ratio, 0.1, epsilon = 1e-12);
+        assert!(c.passed());
+        assert_eq!(c.worst.map(|w| w.index), Some(vec![0, 1]));
+    }
+
+    #[test]
+    fn an_error_just_over_the_bound_fails() {
+        let reference = [1.0, 2.0];
+        let plain = [1.25, 2.0];
+        let tol = Tolerance { factor: 2.0, slack: 0.0 };
+        let inside = compare("x", &[2], &[1.0, 2.5], &plain, &reference, tol);
+        assert_relative_eq!(inside.ratio, 1.0);
+        assert!(inside.passed());
+        let outside = compare("x", &[2], &[1.0, 2.5 + 1e-9], &plain, &reference, tol);
+        assert!(!outside.passed(), "{outside}");
+    }
+
+    #[test]
+    fn nan_and_infinity_mismatches_fail() {
+        let tol = Tolerance { factor: 2.0, slack: 1.0 };
+        let c = compare("x", &[3], &[0.0, f64::NAN, 0.0], &[0.0; 3], &[0.0; 3], tol);
+        assert!(!c.passed());
+        assert_eq!(c.worst.map(|w| w.index), Some(vec![1]));
+        // An infinite reference (LSE of a fully masked row) is matched exactly or not at all.
+        let reference = [f64::INFINITY, 0.0];
+        assert!(compare("x", &[2], &[f64::INFINITY, 0.0], &reference, &reference, tol).passed());
+        let c = compare("x", &[2], &[1e300, 0.0], &reference, &reference, tol);
+        assert!(!c.passed());
+        assert_eq!(c.worst.map(|w| w.index), Some(vec![0]));
+    }
+
+    #[test]
+    fn a_wrong_length_fails() {
+        let tol = Tolerance { factor: 2.0, slack: 1.0 };
+        let c = compare("x", &[2, 2], &[0.0; 3], &[0.0; 4], &[0.0; 4], tol);
+        assert!(!c.passed());
+        assert!(c.name.contains("lengths 3 / 4 / 4"), "{}", c.name);
+    }
+
+    #[test]
+    fn unravel_is_row_major() {
+        assert_eq!(unravel(0, &[2, 3, 4]), vec![0, 0, 0]);
+        assert_eq!(unravel(23, &[2, 3, 4]), vec![1, 2, 3]);
+        assert_eq!(unravel(13, &[2, 3, 4]), vec![1, 0, 1]);
+    }
 }

@@ -1,27 +1,32 @@
-//! Attention computed on the CPU, for checking the GPU kernels.
+//! Attention computed on the CPU, for checking rustflash's GPU kernels: used by its tests and
+//! benchmark, not part of the library users link.
 //!
 //! - [`Attention::forward`] / [`Attention::backward`]: float64 throughout, the reference.
 //! - [`Attention::forward_plain`] / [`Attention::backward_plain`]: "plain" attention in the input
 //!   precision (products accumulated in f32; S, P, O, dP, dS and gradients rounded to the input
 //!   type; softmax in f32). Its error against the reference is the yardstick of [`check`].
 //!
-//! Inputs are strided host views ([`HostView`]) of shape `(batch, seqlen, heads, headdim)`; causal
-//! masking is aligned to the bottom right (query `i` sees key `j` when `j <= i + seqlen_k −
-//! seqlen_q`); heads_q is a multiple of heads_kv (GQA, MQA). Fully masked rows give O = 0 and
-//! LSE = +inf. Work is spread over all cores, one task per (batch, K/V head). The forward pass can
-//! evaluate a subset of query rows ([`Rows::Sample`]), for checking 128k-long sequences.
+//! Inputs are strided host views ([`HostView`] of f16 or bf16, [`F64View`] of f64) of shape
+//! `(batch, seqlen, heads, headdim)`; causal masking is aligned to the bottom right (query `i`
+//! sees key `j` when `j <= i + seqlen_k − seqlen_q`); heads_q is a multiple of heads_kv (GQA,
+//! MQA). Fully masked rows give O = 0 and LSE = +inf. Work is spread over all cores, one task per
+//! (batch, K/V head). The forward pass can evaluate a subset of query rows ([`Rows::Sample`]), for
+//! checking 128k-long sequences. Arguments that do not fit the problem are an [`Error`] naming
+//! the argument.
 
 mod backward;
 pub mod check;
+mod error;
 mod forward;
 mod precision;
 
 pub use backward::Gradients;
+pub use error::{Error, Result};
 pub use forward::ForwardOutput;
 pub use precision::{Exact, Float, Plain, Precision};
 
-use crate::layout::{AttentionShape, HostView, Layout4};
-use crate::{Element, Error, Result};
+use rustflash::Element;
+use rustflash::layout::{AttentionShape, HostView, Layout4};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -40,12 +45,20 @@ impl<T: Element> Tensor4 for HostView<'_, T> {
     }
 }
 
-impl Tensor4 for HostView<'_, f64> {
+/// A float64 host tensor, for inputs made by hand (exact cases, central differences).
+///
+/// A wrapper, not `HostView<f64>` itself: a `Tensor4` impl for `HostView<f64>` beside the one for
+/// every `HostView<T: Element>` would be rejected, since rustflash may one day make f64 an
+/// `Element`.
+#[derive(Clone, Copy, Debug)]
+pub struct F64View<'a>(pub HostView<'a, f64>);
+
+impl Tensor4 for F64View<'_> {
     fn layout(&self) -> Layout4 {
-        self.layout
+        self.0.layout
     }
     fn get(&self, idx: [usize; 4]) -> f64 {
-        self.at(idx)
+        self.0.at(idx)
     }
 }
 
@@ -214,4 +227,69 @@ fn for_each_kv_head<R: Send>(shape: AttentionShape, task: impl Fn(usize, usize) 
         }
     });
     results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use half::f16;
+
+    fn shape(seqlen_q: usize, seqlen_k: usize, heads_q: usize, heads_kv: usize) -> AttentionShape {
+        AttentionShape { batch: 1, seqlen_q, seqlen_k, heads_q, heads_kv, headdim: 2 }
+    }
+
+    fn view(data: &[f64], shape: [usize; 4]) -> F64View<'_> {
+        F64View(HostView { data, layout: Layout4::contiguous(shape) })
+    }
+
+    #[test]
+    fn one_key_gives_its_value() {
+        // One key: P = 1, O = v, LSE = scale · q·k.
+        let att = Attention { shape: shape(1, 1, 1, 1), softmax_scale: 0.5, causal: false };
+        let (q, k, v) = ([1.0, 2.0], [3.0, -1.0], [0.25, -7.0]);
+        let s = [1, 1, 1, 2];
+        let out = att.forward(&view(&q, s), &view(&k, s), &view(&v, s), &Rows::All).unwrap();
+        assert_relative_eq!(out.o[0], 0.25);
+        assert_relative_eq!(out.o[1], -7.0);
+        assert_relative_eq!(out.lse[0], 0.5);
+    }
+
+    #[test]
+    fn plain_output_is_in_the_input_type() {
+        let att = Attention { shape: shape(3, 5, 2, 1), softmax_scale: 0.7, causal: false };
+        let data: Vec<f16> = (0..20).map(|i| f16::from_f32((i as f32 * 0.37).sin())).collect();
+        let (qs, ks) = ([1, 3, 2, 2], [1, 5, 1, 2]);
+        let qv = HostView { data: &data[..12], layout: Layout4::contiguous(qs) };
+        let kv = HostView { data: &data[..10], layout: Layout4::contiguous(ks) };
+        let vv = HostView { data: &data[10..], layout: Layout4::contiguous(ks) };
+        let exact = att.forward(&qv, &kv, &vv, &Rows::All).unwrap();
+        let plain = att.forward_plain::<f16>(&qv, &kv, &vv, &Rows::All).unwrap();
+        for (&p, &e) in plain.o.iter().zip(&exact.o) {
+            assert_eq!(p, f16::from_f64(p).to_f64(), "{p} is not an f16");
+            assert_relative_eq!(
+                p,
+                e,
+                epsilon = 2.0 * f16::EPSILON.to_f64(),
+                max_relative = f16::EPSILON.to_f64()
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        let data = [0.0; 16];
+        let att = Attention { shape: shape(2, 2, 3, 2), softmax_scale: 1.0, causal: false };
+        let t = view(&data, [1, 2, 2, 2]);
+        let e = att.forward(&view(&data, [1, 2, 3, 2]), &t, &t, &Rows::All).err().unwrap();
+        assert_eq!(e.argument, "heads_q");
+        assert_eq!(e.to_string(), "invalid argument `heads_q`: expected a multiple of heads_kv = 2, got 3");
+        let att = Attention { shape: shape(2, 2, 2, 2), ..att };
+        let e = att.forward(&t, &t, &view(&data[..8], [1, 2, 2, 1]), &Rows::All).err().unwrap();
+        assert_eq!(e.argument, "v");
+        let e = att.forward(&t, &t, &t, &Rows::Sample(vec![0, 2])).err().unwrap();
+        assert_eq!(e.argument, "rows");
+        let e = att.backward(&t, &t, &t, &view(&data, [1, 2, 1, 2])).err().unwrap();
+        assert_eq!(e.argument, "dout");
+    }
 }

@@ -1,7 +1,7 @@
 //! The arithmetic a reference evaluation runs in: float64 throughout ([`Exact`]), or f32 with
 //! results rounded to the input type where a tensor-core kernel rounds them ([`Plain`]).
 
-use crate::Element;
+use rustflash::Element;
 use std::marker::PhantomData;
 use std::ops::{Add, Div, Mul, Sub};
 
