@@ -6,6 +6,7 @@
 //! `#[cfg(target_feature = "sm_80")]` (the features are cumulative: `sm_90a` implies `sm_80`).
 #![no_std]
 #![feature(abi_ptx, asm_experimental_arch, stdarch_nvptx)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
 pub mod kernel_attrs;

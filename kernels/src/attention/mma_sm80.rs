@@ -98,7 +98,7 @@ impl WarpMma for Sm80 {
         b: SmemTile<DB>,
         b_at: Origin,
     ) {
-        const { assert!(NT % 2 == 0) };
+        const { assert!(NT.is_multiple_of(2)) };
         for ks in 0..KS {
             let mut frag_a = [[0u32; 4]; MT];
             for (mt, f) in frag_a.iter_mut().enumerate() {
@@ -130,14 +130,14 @@ impl WarpMma for Sm80 {
         b: SmemTile<DB>,
         b_at: Origin,
     ) {
-        const { assert!(NT % 2 == 0) };
+        const { assert!(NT.is_multiple_of(2)) };
         for ks in 0..KS {
             for np in 0..NT / 2 {
                 // SAFETY: forwarded to the caller.
                 let fb = unsafe { Self::load_b::<B, DB>(b, b_at, np, ks) };
-                for mt in 0..MT {
-                    acc[mt][2 * np] = mma_m16n8k16::<T>(acc[mt][2 * np], a[mt][ks], [fb[0], fb[1]]);
-                    acc[mt][2 * np + 1] = mma_m16n8k16::<T>(acc[mt][2 * np + 1], a[mt][ks], [fb[2], fb[3]]);
+                for (acc_m, a_m) in acc.iter_mut().zip(a) {
+                    acc_m[2 * np] = mma_m16n8k16::<T>(acc_m[2 * np], a_m[ks], [fb[0], fb[1]]);
+                    acc_m[2 * np + 1] = mma_m16n8k16::<T>(acc_m[2 * np + 1], a_m[ks], [fb[2], fb[3]]);
                 }
             }
         }
