@@ -11,9 +11,13 @@
 pub mod kernel_attrs;
 
 pub mod attention;
+// Kernels only the tests and the benchmark launch: built with the `testing` feature, never shipped.
+#[cfg(feature = "testing")]
 pub mod naive_softmax;
 pub mod primitives;
+#[cfg(feature = "testing")]
 pub mod selftest;
+#[cfg(feature = "testing")]
 pub mod smoke;
 
 /// Kernels cannot unwind or print: a panic (an out-of-range index, say) stops the kernel with a
