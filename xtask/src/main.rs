@@ -18,7 +18,9 @@ tasks:
                                 fails if a kernel does not assemble or a hot kernel spills
   ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
   bundle [--out DIR]            release test binaries and PTX in one folder (default bundle/) with
-                                run.sh [quick|full] [--sanitize], for a GPU host without Rust
+                                run.sh [quick|full] [--sanitize], run.sh bench, run.sh startup
+                                (start-up time, cold and warm driver JIT cache), for a GPU host
+                                without Rust
   bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU;
                                 writes bench-results/<date>-<gpu>.json and .md, then the charts.
                                 FILTERS: --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,
