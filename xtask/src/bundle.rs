@@ -99,10 +99,7 @@ fn build_bench(root: &Path) -> Result<[(PathBuf, &'static str); 2], String> {
         return Err("building rustflash-bench failed".into());
     }
     let release = root.join("target/release");
-    Ok([
-        (release.join("rustflash-bench"), "rustflash-bench"),
-        (release.join("startup"), "rustflash-startup"),
-    ])
+    Ok([(release.join("rustflash-bench"), "rustflash-bench"), (release.join("startup"), "rustflash-startup")])
 }
 
 /// `primitives-0123abcd` -> `primitives`.
