@@ -2,16 +2,26 @@
 
 use half::{bf16, f16};
 
-/// A 16-bit floating-point element type of the tensor cores (`f16`, `bf16`). Sealed.
+/// A 16-bit floating-point element type of the tensor cores (`f16`, `bf16`). Sealed. It is a
+/// `cudarc` device type, so `CudaSlice<T>` buffers of it can be passed straight in.
 pub trait Element:
-    Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static + sealed::Sealed
+    Copy
+    + Default
+    + Send
+    + Sync
+    + PartialEq
+    + std::fmt::Debug
+    + 'static
+    + cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
+    + sealed::Sealed
 {
     /// `"f16"` or `"bf16"`, as error messages and reports print it.
     const NAME: &'static str;
     /// Bits of mantissa stored (10 for f16, 7 for bf16).
     const MANTISSA_BITS: u32;
-    /// Selects the kernels built for bf16 (the tensor cores take the two types by name).
-    const IS_BF16: bool;
+    /// The kernels' name for this type: selects the rows of the kernel configuration table.
+    const DTYPE: rustflash_abi::Dtype;
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
     fn to_f64(self) -> f64 {
@@ -31,7 +41,7 @@ pub trait Element:
 impl Element for f16 {
     const NAME: &'static str = "f16";
     const MANTISSA_BITS: u32 = 10;
-    const IS_BF16: bool = false;
+    const DTYPE: rustflash_abi::Dtype = rustflash_abi::Dtype::F16;
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
@@ -43,7 +53,7 @@ impl Element for f16 {
 impl Element for bf16 {
     const NAME: &'static str = "bf16";
     const MANTISSA_BITS: u32 = 7;
-    const IS_BF16: bool = true;
+    const DTYPE: rustflash_abi::Dtype = rustflash_abi::Dtype::Bf16;
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }

@@ -22,7 +22,7 @@ const SEQLENS: [(usize, usize); 9] = [
     (2048, 2048),
 ];
 const GQA: [usize; 3] = [1, 2, 8];
-const TILES: [Option<ForwardTile>; 3] = [None, Some(ForwardTile::Wide), Some(ForwardTile::Narrow)];
+const TILES: [Option<ForwardTile>; 3] = [None, Some(ForwardTile::Large), Some(ForwardTile::Small)];
 
 fn case(
     bf16: bool,
@@ -131,14 +131,14 @@ fn main() -> ExitCode {
 
     // Boundary cases under compute-sanitizer (small, so memcheck stays fast).
     for (k, (d, lens, causal, gqa, packed, tile)) in [
-        (32, (1, 1), false, 1, false, Some(ForwardTile::Wide)),
-        (59, (1, 239), true, 2, true, Some(ForwardTile::Narrow)),
+        (32, (1, 1), false, 1, false, Some(ForwardTile::Large)),
+        (59, (1, 239), true, 2, true, Some(ForwardTile::Small)),
         (111, (113, 203), true, 8, true, None),
-        (256, (799, 3), true, 1, false, Some(ForwardTile::Wide)),
-        (256, (65, 65), false, 1, true, Some(ForwardTile::Narrow)),
-        (40, (130, 70), true, 2, false, Some(ForwardTile::Narrow)),
+        (256, (799, 3), true, 1, false, Some(ForwardTile::Large)),
+        (256, (65, 65), false, 1, true, Some(ForwardTile::Small)),
+        (40, (130, 70), true, 2, false, Some(ForwardTile::Small)),
         (1, (17, 33), false, 1, true, None),
-        (160, (129, 129), true, 1, true, Some(ForwardTile::Wide)),
+        (160, (129, 129), true, 1, true, Some(ForwardTile::Large)),
     ]
     .into_iter()
     .enumerate()

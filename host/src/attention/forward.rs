@@ -1,12 +1,12 @@
 //! Attention forward: `O = softmax(scale · Q Kᵀ + mask) V`, and the log-sum-exp of each row.
 
-use super::tiles::{ForwardTile, bucket};
+use super::dispatch;
 use crate::error::{DriverContext, Error, Result};
 use crate::layout::Layout4;
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
 use crate::{Device, Element, KernelPath};
 use cudarc::driver::{CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, sys};
-use rustflash_abi::ForwardParams;
+use rustflash_abi::{ForwardParams, ForwardTile};
 use std::ffi::c_void;
 
 /// Options of [`FlashAttention::forward`]. Build with [`ForwardOptions::default`] and the setters.
@@ -219,29 +219,16 @@ impl FlashAttention {
         if path == KernelPath::Volta {
             return Err(Error::Unsupported { operation: "forward attention", path });
         }
-        let bucket = bucket(d).ok_or_else(|| Error::invalid("q", "head dim 1..=256", d))?;
-        let limit = self.device.info().shared_memory_per_block;
-        let tile = match options.tile {
-            Some(t) => t,
-            None => ForwardTile::choose(bucket, limit).ok_or(Error::SharedMemoryLimit {
-                kernel: "attention forward".into(),
-                requested: ForwardTile::Narrow.shared_bytes(bucket),
-                limit,
-            })?,
-        };
-        let (bm, _) = tile.block(bucket);
-        let num_m_blocks = sq.div_ceil(bm);
+        let config = dispatch::select(T::DTYPE, d, options.tile, self.device.info().shared_memory_per_block)?;
+        let num_m_blocks = config.m_blocks(sq);
         let blocks = num_m_blocks as u64 * hq as u64 * b as u64;
         if blocks > i32::MAX as u64 {
             return Err(Error::invalid(
                 "q",
-                format!("at most {} blocks of {bm} query rows", i32::MAX),
+                format!("at most {} blocks of {} query rows", i32::MAX, config.block_m),
                 blocks,
             ));
         }
-        let kernel = tile
-            .kernel_name(T::NAME == "bf16", bucket)
-            .ok_or_else(|| Error::invalid("q", "a supported head dim", d))?;
         let scale = options.softmax_scale.unwrap_or(1.0 / (d as f32).sqrt());
         let strides = |l: &Layout4| [l.strides[0] as u64, l.strides[1] as u64, l.strides[2] as u64];
         let params = ForwardParams {
@@ -254,22 +241,23 @@ impl FlashAttention {
             k_strides: strides(&a.k.layout),
             v_strides: strides(&a.v.layout),
             o_strides: strides(&a.out.layout),
-            batch: b as u32,
+            lse_strides: [(hq * sq) as u64, sq as u64, 1],
             seqlen_q: sq as u32,
             seqlen_k: sk as u32,
             heads_q: hq as u32,
-            heads_kv: hkv as u32,
+            group: (hq / hkv) as u32,
             head_dim: d as u32,
             num_m_blocks: num_m_blocks as u32,
             causal: options.causal as u32,
             load_bytes: load_width(&[&a.q, &a.k, &a.v]),
+            store_bytes: load_width(&[&a.out]),
             scale_log2: scale * std::f32::consts::LOG2_E,
         };
         Ok(Plan {
-            kernel,
+            kernel: config.name,
             blocks: blocks as u32,
-            threads: tile.threads(bucket) as u32,
-            shared_bytes: tile.shared_bytes(bucket),
+            threads: config.threads() as u32,
+            shared_bytes: config.shared_bytes(),
             params,
         })
     }

@@ -1,7 +1,7 @@
 //! The attention entry points.
 
+mod dispatch;
 mod forward;
-mod tiles;
 
 pub use forward::{FlashAttention, ForwardOptions, RawForward};
-pub use tiles::ForwardTile;
+pub use rustflash_abi::ForwardTile;

@@ -2,19 +2,43 @@
 //! and streams the key/value tiles through shared memory, keeping the softmax online, so memory
 //! never grows with seqlen_q x seqlen_k.
 //!
-//! The parts are separate so other instruction families can reuse them: [`smem_tile`] (swizzled
-//! shared-memory tiles), [`tile_load`] (the global-to-shared pipeline), [`masking`],
-//! [`online_softmax`] (works on rows of values, not on a fragment layout), and one matrix-multiply
-//! module per instruction family ([`mma_sm80`] for `mma.sync`; WMMA and `wgmma` slot in beside it).
+//! The forward kernel is composed from parts, each in its own file, so that a later feature
+//! changes one part:
+//!
+//! | part | file | changes for |
+//! | --- | --- | --- |
+//! | block info: batch, head, query rows, tensor bases | [`block_info`] | variable-length batches |
+//! | K/V source: where key tile `j` lives | [`kv_source`] | a paged KV cache |
+//! | global → shared copies | [`tile_load`] | TMA on Hopper |
+//! | shared-memory tile layout | [`smem_tile`] | |
+//! | warp matrix multiply | [`warp_mma`] (trait), [`mma_sm80`] (`mma.sync`) | WMMA (Volta), `wgmma` (Hopper) |
+//! | mask | [`mask`] | sliding windows |
+//! | online softmax | [`online_softmax`] | softcapping |
+//! | mainloop over key tiles | [`mainloop`] | pipelining, Hopper producer/consumer |
+//! | epilogue: O and LSE | [`epilogue`] | |
+//! | the kernel body | [`forward`] | |
+//! | entry points, one per configuration row | `entries` | |
 
-pub mod masking;
-#[cfg(target_feature = "sm_80")]
-pub mod mma_sm80;
+pub mod block_info;
+pub mod kv_source;
+pub mod mask;
 pub mod online_softmax;
 pub mod smem_tile;
+// The matrix-multiply trait and the element trait build on the `mma.sync` element types for
+// now; the Volta path will lift both out of the `sm_80` gate.
+#[cfg(target_feature = "sm_80")]
+pub mod warp_mma;
+
+#[cfg(target_feature = "sm_80")]
+pub mod epilogue;
+#[cfg(target_feature = "sm_80")]
+pub mod forward;
+#[cfg(target_feature = "sm_80")]
+pub mod mainloop;
+#[cfg(target_feature = "sm_80")]
+pub mod mma_sm80;
+#[cfg(target_feature = "sm_80")]
 pub mod tile_load;
 
 #[cfg(target_feature = "sm_80")]
-mod forward_entries;
-#[cfg(target_feature = "sm_80")]
-mod forward_sm80;
+mod entries;

@@ -1,26 +1,33 @@
-//! The online softmax of FlashAttention, on rows of scores in base 2.
+//! The online softmax of FlashAttention, on rows of raw scores, in base 2.
 //!
 //! A thread holds `ROWS` rows, `N` scores of each; the rows' other scores sit in other threads,
 //! which `row_max` / `row_sum` combine (for `mma.sync`, the 4 lanes of a quad). The state knows
 //! nothing of fragment layouts, so every matrix-multiply family shares it.
+//!
+//! The scale is folded into the exponent: `p = 2^(s · c − m · c)` is one `fma` and one `ex2` per
+//! score, with `c = softmax_scale · log2(e)`. `c` must be positive (the kernel flips Q's sign for
+//! a negative scale), so the maximum of the raw scores is the maximum of the scaled ones.
 
-use crate::primitives::math::{exp2_approx, log2_approx, max};
+use crate::primitives::math::{exp2_approx, fma, log2_approx, max};
 
 pub struct OnlineSoftmax<const ROWS: usize> {
-    /// Running maximum of each row's scores (base 2), −inf before any visible key.
+    /// Running maximum of each row's scaled scores (base 2), −inf before any visible key.
     pub max: [f32; ROWS],
-    /// This thread's share of each row's running sum of `2^(s − max)`.
+    /// This thread's share of each row's running sum of `2^(s c − max)`.
     pub sum: [f32; ROWS],
+    /// `c`, positive.
+    scale: f32,
 }
 
 impl<const ROWS: usize> OnlineSoftmax<ROWS> {
     #[inline(always)]
-    pub fn new() -> Self {
-        OnlineSoftmax { max: [f32::NEG_INFINITY; ROWS], sum: [0.0; ROWS] }
+    pub fn new(scale: f32) -> Self {
+        OnlineSoftmax { max: [f32::NEG_INFINITY; ROWS], sum: [0.0; ROWS], scale }
     }
 
-    /// Folds a new tile of scores in: replaces `scores` by `2^(s − max)` and returns, per row,
-    /// the factor by which earlier output accumulators must be scaled.
+    /// Folds a new tile of raw scores in (hidden ones −inf): replaces `scores` by
+    /// `2^(s c − max)` and returns, per row, the factor by which earlier output accumulators
+    /// must be scaled.
     #[inline(always)]
     pub fn update<const N: usize>(
         &mut self,
@@ -29,21 +36,18 @@ impl<const ROWS: usize> OnlineSoftmax<ROWS> {
     ) -> [f32; ROWS] {
         let mut rescale = [1.0; ROWS];
         for r in 0..ROWS {
-            let mut m = self.max[r];
-            for &s in scores[r].iter() {
-                m = max(m, s);
-            }
-            let m = row_max(m);
+            // A tree of maxima: independent pairs first, so the chain is log2(N) deep.
+            let m = max(row_max(tree_max(&scores[r])) * self.scale, self.max[r]);
             // A row that has seen only hidden keys keeps −inf; measure from 0 so that
             // 2^(−inf − 0) = 0 instead of NaN.
             let base = if m == f32::NEG_INFINITY { 0.0 } else { m };
             rescale[r] = exp2_approx(self.max[r] - base);
-            let mut sum = self.sum[r] * rescale[r];
+            let mut sum = 0.0;
             for s in scores[r].iter_mut() {
-                *s = exp2_approx(*s - base);
+                *s = exp2_approx(fma(*s, self.scale, -base));
                 sum += *s;
             }
-            self.sum[r] = sum;
+            self.sum[r] = fma(self.sum[r], rescale[r], sum);
             self.max[r] = m;
         }
         rescale
@@ -64,8 +68,20 @@ impl<const ROWS: usize> OnlineSoftmax<ROWS> {
     }
 }
 
-impl<const ROWS: usize> Default for OnlineSoftmax<ROWS> {
-    fn default() -> Self {
-        Self::new()
+/// The maximum of `x`, as a balanced tree.
+#[inline(always)]
+fn tree_max<const N: usize>(x: &[f32; N]) -> f32 {
+    let mut v = *x;
+    let mut n = N;
+    while n > 1 {
+        let half = n / 2;
+        for i in 0..half {
+            v[i] = max(v[i], v[i + half]);
+        }
+        if n % 2 == 1 {
+            v[0] = max(v[0], v[n - 1]);
+        }
+        n = half;
     }
+    v[0]
 }

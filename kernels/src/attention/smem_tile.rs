@@ -4,6 +4,10 @@
 //! (at most 8) dividing the chunks per row. `ldmatrix` reads one chunk from each of 8 consecutive
 //! rows; without the swizzle those all fall in the same banks whenever a row is a multiple of
 //! 128 bytes long, and the 8 reads would be served one after another.
+//!
+//! Addresses split into a per-lane part computed once ([`SmemTile::lane`]) and a compile-time
+//! part per chunk, so an unrolled loop over chunks costs one `xor` and an immediate offset per
+//! access instead of a full address computation.
 
 /// A tile of `D` columns (`D` a multiple of 32) at a shared-window address.
 #[derive(Clone, Copy)]
@@ -11,9 +15,17 @@ pub struct SmemTile<const D: usize> {
     pub base: u32,
 }
 
+/// One lane's row of a tile: the row's address and its swizzle.
+#[derive(Clone, Copy)]
+pub struct LaneRow {
+    row_addr: u32,
+    /// `16 · (row % S)`, xor-ed into the chunk offset.
+    swizzle: u32,
+}
+
 impl<const D: usize> SmemTile<D> {
     pub const CHUNKS: usize = D / 8;
-    const ROW_BYTES: u32 = 2 * D as u32;
+    pub const ROW_BYTES: u32 = 2 * D as u32;
     const SWIZZLE: u32 = {
         let mut s = 8;
         while !(D / 8).is_multiple_of(s) {
@@ -27,9 +39,46 @@ impl<const D: usize> SmemTile<D> {
         rows * 2 * D
     }
 
+    /// The tile `bytes` further on in shared memory.
+    #[inline(always)]
+    pub fn offset(self, bytes: usize) -> Self {
+        SmemTile { base: self.base + bytes as u32 }
+    }
+
     /// Shared address of chunk `chunk` (elements `8 chunk .. 8 chunk + 8`) of row `row`.
     #[inline(always)]
     pub fn chunk_addr(self, row: u32, chunk: u32) -> u32 {
-        self.base + row * Self::ROW_BYTES + ((chunk ^ (row % Self::SWIZZLE)) << 4)
+        self.lane(row).chunk(chunk)
+    }
+
+    /// Row `row`, for repeated chunk addresses.
+    #[inline(always)]
+    pub fn lane(self, row: u32) -> LaneRow {
+        self.lane_plus(row, 0)
+    }
+
+    /// Row `row`, whose chunks are `c + extra` for compile-time even `c` and `extra` 0 or 1 (a
+    /// lane-dependent half of an `ldmatrix` address): since `c + extra = c ^ extra`, `extra`
+    /// joins the swizzle and the chunk offset stays a compile-time constant.
+    #[inline(always)]
+    pub fn lane_plus(self, row: u32, extra: u32) -> LaneRow {
+        LaneRow { row_addr: self.base + row * Self::ROW_BYTES, swizzle: ((row % Self::SWIZZLE) ^ extra) << 4 }
+    }
+}
+
+impl LaneRow {
+    /// Chunk `chunk` of the row; with `chunk` known at compile time the high bits fold into
+    /// an immediate offset.
+    #[inline(always)]
+    pub fn chunk(self, chunk: u32) -> u32 {
+        let c = chunk << 4;
+        self.row_addr + ((c & !0x70) | ((c & 0x70) ^ self.swizzle))
+    }
+
+    /// The same column position `rows` rows further down, for rows a multiple of 8 apart (the
+    /// swizzle repeats every 8 rows).
+    #[inline(always)]
+    pub fn down<const D: usize>(self, rows: u32) -> LaneRow {
+        LaneRow { row_addr: self.row_addr + rows * SmemTile::<D>::ROW_BYTES, swizzle: self.swizzle }
     }
 }

@@ -1,91 +1,151 @@
-//! Copies a tile of rows from global memory into a swizzled shared tile, zero-filling rows past
-//! `rows_valid` and columns past `cols_valid`, so partial tiles need no special case later.
+//! Global → shared copies of a tile of rows into a swizzled [`SmemTile`].
 //!
-//! The access width follows the data's alignment, chosen by the host: 16-byte `cp.async` when
-//! every address and stride allows it, 8 or 4 bytes otherwise, and plain 2-byte loads for tensors
-//! aligned only to their element (an odd head dimension in a packed buffer, say). Copies by
-//! `cp.async` complete at the caller's `wait_group`; 2-byte copies complete at once. Either way a
-//! block barrier must come before other threads read the tile.
+//! Two paths, chosen per tile by a uniform branch:
+//! - [`load_full`]: every row and every column of the tile is valid and 16-byte aligned: one
+//!   16-byte `cp.async` per chunk, addresses advanced by compile-time row steps. Interior tiles
+//!   of the usual head dims (64, 128, ...) take it.
+//! - [`load_checked`]: anything else (the last partial tile, a head dim below the bucket, data
+//!   aligned to less than 16 bytes). **It never reads a byte outside a row's valid elements**:
+//!   a chunk is copied in pieces of the widest aligned width, and a piece that is only partly
+//!   valid is read element by element; invalid elements become zeros in shared memory, so
+//!   partial tiles need no special case later. No address past a row's end is even formed.
+//!
+//! `cp.async` copies complete at the caller's `wait_group`; the element-wise copies complete at
+//! once. Either way a block barrier must come before other threads read the tile.
 
 use super::smem_tile::SmemTile;
-use crate::primitives::{index::thread_idx_x, shared};
+use crate::primitives::cp_async::cp_async;
+use crate::primitives::index::thread_idx_x;
+use crate::primitives::shared;
 
-/// The rows of a global tile: `rows_valid` rows of `cols_valid` elements from `src`, row `r` at
-/// `src + r * row_stride`.
+/// A tile's rows in global memory: `rows_valid` rows of `cols_valid` 16-bit elements, row `r`
+/// at `src + r · row_stride` bytes.
 #[derive(Clone, Copy)]
-pub struct GlobalRows {
-    pub src: *const u16,
+pub struct GlobalTile {
+    pub src: *const u8,
+    /// Bytes from one row to the next.
     pub row_stride: u64,
     pub rows_valid: u32,
     pub cols_valid: u32,
 }
 
-/// Copies `ROWS` rows into `tile` using all `THREADS` threads.
+/// Copies a whole `ROWS x D` tile with 16-byte `cp.async`s, `THREADS` threads sharing it.
 ///
 /// # Safety
-/// `rows_valid >= 1`; every element named by `rows` is readable; `load_bytes` divides `src`'s
-/// address and `2 * row_stride`; `tile` holds `ROWS` rows.
+/// All `ROWS` rows and `D` columns of `g` are readable; `g.src` and `g.row_stride` are
+/// multiples of 16; `tile` holds `ROWS` rows and no thread reads it until after the copies'
+/// `wait_group` and a block barrier.
 #[inline(always)]
-pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>(
+pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>(tile: SmemTile<D>, g: GlobalTile) {
+    let chunks = SmemTile::<D>::CHUNKS;
+    let per_thread = const { (ROWS * SmemTile::<D>::CHUNKS).div_ceil(THREADS) };
+    let t = thread_idx_x() as usize;
+    if THREADS.is_multiple_of(chunks) {
+        // Each thread copies the same chunk column of rows `t / chunks + i · THREADS / chunks`:
+        // one row offset per thread, then a constant step.
+        let (row, chunk) = ((t / chunks) as u32, (t % chunks) as u32);
+        let step_rows = (THREADS / chunks) as u32;
+        // SAFETY: row < ROWS; the offset stays inside row `row` of the tile.
+        let mut src = unsafe { g.src.add(row as usize * g.row_stride as usize + 16 * chunk as usize) };
+        let step = step_rows as usize * g.row_stride as usize;
+        for i in 0..per_thread as u32 {
+            let r = row + i * step_rows;
+            if ROWS.is_multiple_of(THREADS / chunks) || r < ROWS as u32 {
+                // SAFETY: `src` is chunk `chunk` of readable row `r`, 16-byte aligned; the
+                // destination is chunk `chunk` of tile row `r`.
+                unsafe { cp_async::<16>(tile.chunk_addr(r, chunk), src, 16) };
+            }
+            if i + 1 < per_thread as u32 {
+                // SAFETY: the next row this thread copies, if any, is inside the tile; past the
+                // last one the pointer is not used.
+                src = src.wrapping_add(step);
+            }
+        }
+    } else {
+        for i in 0..per_thread {
+            let c = t + i * THREADS;
+            if c < ROWS * chunks {
+                let (row, chunk) = (c / chunks, c % chunks);
+                // SAFETY: row < ROWS and chunk < D / 8, inside the readable tile.
+                let src = unsafe { g.src.add(row * g.row_stride as usize + 16 * chunk) };
+                // SAFETY: as above; 16-byte aligned source and destination.
+                unsafe { cp_async::<16>(tile.chunk_addr(row as u32, chunk as u32), src, 16) };
+            }
+        }
+    }
+}
+
+/// Copies the valid part of a `ROWS x D` tile and zero-fills the rest, reading nothing outside
+/// the valid elements. `width` is the widest access (16, 8, 4 or 2 bytes) that `g.src` and
+/// `g.row_stride` are multiples of.
+///
+/// # Safety
+/// Rows `0..rows_valid` hold `cols_valid <= D` readable elements each (nothing beyond is
+/// read); `g.src` and `g.row_stride` are multiples of `width` and of 2; `tile` holds `ROWS` rows
+/// and no thread reads it until after `wait_group` and a block barrier.
+#[inline(always)]
+pub unsafe fn load_checked<const ROWS: usize, const D: usize, const THREADS: usize>(
     tile: SmemTile<D>,
-    rows: GlobalRows,
-    load_bytes: u32,
+    g: GlobalTile,
+    width: u32,
 ) {
     let chunks = SmemTile::<D>::CHUNKS;
     let mut c = thread_idx_x() as usize;
     while c < ROWS * chunks {
         let (row, chunk) = ((c / chunks) as u32, (c % chunks) as u32);
-        let col0 = 8 * chunk;
-        let valid = if row < rows.rows_valid { rows.cols_valid.saturating_sub(col0).min(8) } else { 0 };
-        // An address is needed even for a chunk copied as zeros: the tile's first element.
-        let src = if valid > 0 {
-            unsafe { rows.src.add(row as usize * rows.row_stride as usize + col0 as usize) }
+        let dst = tile.chunk_addr(row, chunk);
+        let valid = if row < g.rows_valid { g.cols_valid.saturating_sub(8 * chunk).min(8) } else { 0 };
+        if valid == 0 {
+            // SAFETY: `dst` is a 16-byte chunk of the tile.
+            unsafe { shared::st_shared_v4(dst, [0; 4]) };
         } else {
-            rows.src
-        };
-        unsafe { copy_chunk(tile.chunk_addr(row, chunk), src, rows.src, valid, load_bytes) };
+            // SAFETY: `valid > 0` elements from column `8 chunk` of row `row` are readable.
+            let src = unsafe { g.src.add(row as usize * g.row_stride as usize + 16 * chunk as usize) };
+            // SAFETY: forwarded: `valid` elements at `src` readable, `src` aligned to `width`.
+            unsafe { copy_chunk(dst, src, valid, width) };
+        }
         c += THREADS;
     }
 }
 
-/// Copies `valid` (0..=8) elements from `src` into a 16-byte shared chunk, zeros after them.
+/// Copies the first `valid` (1..=8) elements of a chunk from `src` and zeros after them.
+///
+/// # Safety
+/// `valid` elements at `src` are readable; `src` is aligned to `width`; `dst` is a 16-byte
+/// chunk of shared memory.
 #[inline(always)]
-unsafe fn copy_chunk(dst: u32, src: *const u16, fallback: *const u16, valid: u32, load_bytes: u32) {
-    #[cfg(target_feature = "sm_80")]
-    {
-        use crate::primitives::cp_async::cp_async;
-        // Each piece of `n` elements copies what is valid of it; an empty piece reads nothing.
-        let piece = |i: u32, n: u32| {
-            let here = valid.saturating_sub(i * n).min(n);
-            let from = if here > 0 { unsafe { src.add((i * n) as usize) } } else { fallback };
-            (dst + 2 * i * n, from as *const u8, 2 * here)
-        };
-        match load_bytes {
-            16 => {
-                let (d, s, n) = piece(0, 8);
-                unsafe { cp_async::<16>(d, s, n) };
-                return;
-            }
-            8 => {
-                for i in 0..2 {
-                    let (d, s, n) = piece(i, 4);
-                    unsafe { cp_async::<8>(d, s, n) };
-                }
-                return;
-            }
-            4 => {
-                for i in 0..4 {
-                    let (d, s, n) = piece(i, 2);
-                    unsafe { cp_async::<4>(d, s, n) };
-                }
-                return;
-            }
-            _ => {}
-        }
+unsafe fn copy_chunk(dst: u32, src: *const u8, valid: u32, width: u32) {
+    if valid == 8 && width == 16 {
+        // SAFETY: 16 readable, aligned bytes.
+        unsafe { cp_async::<16>(dst, src, 16) };
+        return;
     }
-    let _ = (fallback, load_bytes);
-    for e in 0..8 {
-        let x = if e < valid { unsafe { *src.add(e as usize) } } else { 0 };
-        unsafe { shared::st_shared_u16(dst + 2 * e, x) };
+    // Pieces of `width` bytes that lie wholly inside the valid elements go by `cp.async`; the
+    // rest element by element, so nothing past the last valid element is read.
+    let valid_bytes = 2 * valid;
+    let whole = if width >= 4 { valid_bytes / width * width } else { 0 };
+    let mut at = 0;
+    while at < whole {
+        // SAFETY: bytes `at .. at + width` of the chunk are valid and `width`-aligned.
+        unsafe {
+            let s = src.add(at as usize);
+            match width {
+                16 => cp_async::<16>(dst + at, s, 16),
+                8 => cp_async::<8>(dst + at, s, 8),
+                _ => cp_async::<4>(dst + at, s, 4),
+            }
+        }
+        at += width;
+    }
+    while at < 16 {
+        let x = if at < valid_bytes {
+            // SAFETY: element `at / 2` is valid; `src` is 2-byte aligned.
+            unsafe { (src.add(at as usize) as *const u16).read() }
+        } else {
+            0
+        };
+        // SAFETY: inside the 16-byte shared chunk.
+        unsafe { shared::st_shared_u16(dst + at, x) };
+        at += 2;
     }
 }

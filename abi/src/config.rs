@@ -1,0 +1,191 @@
+//! The table of forward kernel configurations.
+//!
+//! Each row is one kernel: element type, head-dim bucket (head dims are padded up to it inside
+//! the kernel), query rows and keys per block, warps, and K/V pipeline stages. Everything else —
+//! threads, shared memory, the kernel's name — is derived here, once. The kernels crate expands
+//! [`forward_configs!`] into entry points; this crate expands it into [`FORWARD_CONFIGS`], which
+//! the host dispatches from. A new tile shape or dtype is a new row.
+
+/// The element type of Q, K, V and O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    pub const fn bytes(self) -> usize {
+        2
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A class of tile shapes. The host picks the first class whose shared memory fits the GPU;
+/// tests force each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForwardTile {
+    /// The fast shape for GPUs with at least ~100 KB of shared memory per block (A100, H100,
+    /// RTX 30/40): 128 query rows (64 above head dim 128), 4 warps.
+    Large,
+    /// 64 query rows and 32 keys per block, 4 warps: fits 64 KB at head dim 256.
+    Small,
+}
+
+impl ForwardTile {
+    /// In order of preference.
+    pub const ALL: [ForwardTile; 2] = [ForwardTile::Large, ForwardTile::Small];
+}
+
+/// One forward kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardConfig {
+    pub dtype: Dtype,
+    /// Head-dim bucket: a multiple of 32 up to 256.
+    pub head_dim: usize,
+    /// Query rows per block.
+    pub block_m: usize,
+    /// Keys per K/V tile.
+    pub block_n: usize,
+    pub warps: usize,
+    /// K/V tiles in shared memory at once, per operand.
+    pub kv_stages: usize,
+    pub tile: ForwardTile,
+    /// The kernel's `.entry` name.
+    pub name: &'static str,
+}
+
+impl ForwardConfig {
+    pub const fn threads(&self) -> usize {
+        32 * self.warps
+    }
+
+    /// Query rows per warp (16 per `mma` tile).
+    pub const fn rows_per_warp(&self) -> usize {
+        self.block_m / self.warps
+    }
+
+    /// Dynamic shared memory: the Q tile (reused for O in the epilogue) and `kv_stages` K and V
+    /// tiles.
+    pub const fn shared_bytes(&self) -> usize {
+        let row = self.head_dim * self.dtype.bytes();
+        self.block_m * row + 2 * self.kv_stages * self.block_n * row
+    }
+
+    /// Blocks along a query sequence of `seqlen_q` rows.
+    pub const fn m_blocks(&self, seqlen_q: usize) -> usize {
+        seqlen_q.div_ceil(self.block_m)
+    }
+}
+
+/// A forward kernel's name: `flash_fwd_sm80_<dtype>_d<bucket>_m<rows>n<keys>w<warps>`.
+#[macro_export]
+macro_rules! forward_kernel_name {
+    ($dt:ident, $d:literal, $bm:literal, $bn:literal, $w:literal) => {
+        concat!("flash_fwd_sm80_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn, "w", $w)
+    };
+}
+
+/// Calls `$callback!` with every forward configuration, one
+/// `(dtype, Dtype variant, bucket, block_m, block_n, warps, kv_stages, ForwardTile variant)`
+/// tuple per kernel.
+///
+/// Shapes (chosen by measurement on the H100, see docs/performance-notes.md): 4 warps; up to
+/// head dim 128 each warp owns 32 query rows (two `mma` row tiles, so every K/V fragment read
+/// from shared memory feeds two products); above it, 16 rows, to stay within 255 registers.
+#[macro_export]
+macro_rules! forward_configs {
+    ($callback:path) => {
+        $crate::__forward_rows!($callback; f16 F16, bf16 Bf16);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_rows {
+    ($callback:path; $($dt:ident $variant:ident),*) => {
+        $callback! {$(
+            ($dt, $variant, 32, 128, 128, 4, 1, Large)
+            ($dt, $variant, 64, 128, 128, 4, 1, Large)
+            ($dt, $variant, 96, 128, 64, 4, 1, Large)
+            ($dt, $variant, 128, 128, 64, 4, 1, Large)
+            ($dt, $variant, 160, 64, 64, 4, 1, Large)
+            ($dt, $variant, 192, 64, 64, 4, 1, Large)
+            ($dt, $variant, 224, 64, 64, 4, 1, Large)
+            ($dt, $variant, 256, 64, 64, 4, 1, Large)
+            ($dt, $variant, 32, 64, 32, 4, 1, Small)
+            ($dt, $variant, 64, 64, 32, 4, 1, Small)
+            ($dt, $variant, 96, 64, 32, 4, 1, Small)
+            ($dt, $variant, 128, 64, 32, 4, 1, Small)
+            ($dt, $variant, 160, 64, 32, 4, 1, Small)
+            ($dt, $variant, 192, 64, 32, 4, 1, Small)
+            ($dt, $variant, 224, 64, 32, 4, 1, Small)
+            ($dt, $variant, 256, 64, 32, 4, 1, Small)
+        )*}
+    };
+}
+
+/// The [`ForwardConfig`] of one row of [`forward_configs!`].
+#[macro_export]
+macro_rules! forward_config {
+    ($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident) => {
+        $crate::ForwardConfig {
+            dtype: $crate::Dtype::$variant,
+            head_dim: $d,
+            block_m: $bm,
+            block_n: $bn,
+            warps: $w,
+            kv_stages: $st,
+            tile: $crate::ForwardTile::$tile,
+            name: $crate::forward_kernel_name!($dt, $d, $bm, $bn, $w),
+        }
+    };
+}
+
+macro_rules! config_table {
+    ($(($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident))*) => {
+        /// Every forward kernel, as [`forward_configs!`] lists them.
+        pub static FORWARD_CONFIGS: &[ForwardConfig] = &[$(
+            $crate::forward_config!($dt, $variant, $d, $bm, $bn, $w, $st, $tile),
+        )*];
+    };
+}
+
+forward_configs!(config_table);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_consistent() {
+        for c in FORWARD_CONFIGS {
+            assert!(c.head_dim % 32 == 0 && c.head_dim <= 256, "{}", c.name);
+            assert!(c.rows_per_warp() % 16 == 0, "{}", c.name);
+            assert!(c.block_n % 16 == 0, "{}", c.name);
+            // Every class is present for every (dtype, bucket), so a forced tile always exists.
+            for tile in ForwardTile::ALL {
+                assert!(
+                    FORWARD_CONFIGS
+                        .iter()
+                        .any(|o| o.dtype == c.dtype && o.head_dim == c.head_dim && o.tile == tile)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_small_class_fits_64_kb() {
+        for c in FORWARD_CONFIGS.iter().filter(|c| c.tile == ForwardTile::Small) {
+            assert!(c.shared_bytes() <= 64 * 1024, "{} needs {}", c.name, c.shared_bytes());
+        }
+        for c in FORWARD_CONFIGS.iter().filter(|c| c.tile == ForwardTile::Large) {
+            assert!(c.shared_bytes() <= 99 * 1024, "{} needs {}", c.name, c.shared_bytes());
+        }
+    }
+}

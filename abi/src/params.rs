@@ -1,0 +1,41 @@
+//! The forward kernel's launch parameters.
+
+/// Everything the attention forward kernel reads. Addresses are device addresses in bytes;
+/// strides are in elements, 64-bit, so tensors of more than 2^31 elements work. Shapes:
+/// Q, O `(batch, seqlen_q, heads_q, d)`; K, V `(batch, seqlen_k, heads_kv, d)`; LSE
+/// `(batch, heads_q, seqlen_q)` f32. The host has checked that every element these name lies
+/// inside its buffer and that every offset fits in 63 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ForwardParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub o: u64,
+    pub lse: u64,
+    /// Strides of (batch, seq, head); the head dimension is contiguous.
+    pub q_strides: [u64; 3],
+    pub k_strides: [u64; 3],
+    pub v_strides: [u64; 3],
+    pub o_strides: [u64; 3],
+    /// Strides of (batch, head, seq) of the LSE, in f32 elements.
+    pub lse_strides: [u64; 3],
+    pub seqlen_q: u32,
+    pub seqlen_k: u32,
+    pub heads_q: u32,
+    /// Query heads per K/V head (`heads_q / heads_kv`, GQA/MQA).
+    pub group: u32,
+    /// The real head dimension (1..=256); the kernel pads it to its bucket.
+    pub head_dim: u32,
+    /// Blocks along the query sequence: `ceil(seqlen_q / block_m)`.
+    pub num_m_blocks: u32,
+    /// 1 for causal masking aligned to the bottom right.
+    pub causal: u32,
+    /// Width in bytes of Q/K/V global loads: 16, 8, 4 (cp.async) or 2, the largest that every
+    /// address and row stride of Q, K and V is aligned to.
+    pub load_bytes: u32,
+    /// Width in bytes of O's global stores (16, 8, 4 or 2), likewise for O.
+    pub store_bytes: u32,
+    /// `softmax_scale · log2(e)`: scores go to base 2 for `ex2`. Finite.
+    pub scale_log2: f32,
+}

@@ -1,0 +1,86 @@
+//! Which forward kernel runs a problem: the row of [`FORWARD_CONFIGS`] for the element type and
+//! head-dim bucket, in the largest tile class the GPU's shared memory holds (or the class a
+//! caller forces).
+
+use crate::error::{Error, Result};
+use rustflash_abi::{Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile};
+
+/// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it.
+pub fn bucket(head_dim: usize) -> Option<usize> {
+    FORWARD_CONFIGS.iter().map(|c| c.head_dim).filter(|&b| b >= head_dim).min()
+}
+
+/// The kernel for `dtype` and `head_dim` (1..=256): the forced class, or the first class in
+/// [`ForwardTile::ALL`] whose shared memory fits `shared_limit` bytes per block.
+pub fn select(
+    dtype: Dtype,
+    head_dim: usize,
+    forced: Option<ForwardTile>,
+    shared_limit: usize,
+) -> Result<&'static ForwardConfig> {
+    let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
+    let row = |tile: ForwardTile| {
+        FORWARD_CONFIGS.iter().find(|c| c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
+    };
+    let too_big = |c: &ForwardConfig| Error::SharedMemoryLimit {
+        kernel: c.name.into(),
+        requested: c.shared_bytes(),
+        limit: shared_limit,
+    };
+    if let Some(tile) = forced {
+        let c = row(tile).ok_or_else(|| {
+            Error::invalid("options.tile", "a tile class with kernels", format!("{tile:?}"))
+        })?;
+        return if c.shared_bytes() <= shared_limit { Ok(c) } else { Err(too_big(c)) };
+    }
+    let mut smallest = None;
+    for c in ForwardTile::ALL.into_iter().filter_map(row) {
+        if c.shared_bytes() <= shared_limit {
+            return Ok(c);
+        }
+        smallest = Some(c);
+    }
+    Err(smallest.map(too_big).unwrap_or_else(|| Error::invalid("q", "a head dim with kernels", head_dim)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_choice_follows_shared_memory() {
+        let pick = |d, limit| select(Dtype::F16, d, None, limit).map(|c| c.tile);
+        // H100 227 KB, A100 163 KB, RTX 99 KB: Large everywhere (96 KB at head dim 256).
+        for limit in [227 * 1024, 163 * 1024, 99 * 1024] {
+            for d in [1, 64, 128, 256] {
+                assert_eq!(pick(d, limit).unwrap(), ForwardTile::Large);
+            }
+        }
+        // T4-sized 64 KB: Large up to head dim 160 (60 KB), Small above.
+        assert_eq!(pick(160, 64 * 1024).unwrap(), ForwardTile::Large);
+        assert_eq!(pick(192, 64 * 1024).unwrap(), ForwardTile::Small);
+        assert_eq!(pick(256, 64 * 1024).unwrap(), ForwardTile::Small);
+        assert!(matches!(pick(256, 48 * 1024), Err(Error::SharedMemoryLimit { .. })));
+        assert!(matches!(
+            select(Dtype::F16, 256, Some(ForwardTile::Large), 64 * 1024),
+            Err(Error::SharedMemoryLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn buckets_round_up() {
+        assert_eq!(bucket(1), Some(32));
+        assert_eq!(bucket(59), Some(64));
+        assert_eq!(bucket(128), Some(128));
+        assert_eq!(bucket(129), Some(160));
+        assert_eq!(bucket(257), None);
+    }
+
+    #[test]
+    fn the_dtype_selects_by_type() {
+        for d in [32, 100, 256] {
+            assert!(select(Dtype::Bf16, d, None, 227 * 1024).unwrap().name.contains("_bf16_"));
+            assert!(select(Dtype::F16, d, None, 227 * 1024).unwrap().name.contains("_f16_"));
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The forward kernel body, written once against its parts (FlashAttention-2's
+//! `compute_attn_1rowblock`): block info → Q load → mainloop → epilogue.
+
+use super::block_info::BlockInfo;
+use super::epilogue::{self, Destination};
+use super::kv_source::KvSource;
+use super::mainloop::{self, Operands};
+use super::mask::Mask;
+use super::smem_tile::SmemTile;
+use super::tile_load::GlobalTile;
+use super::warp_mma::WarpMma;
+use crate::element::Element;
+use crate::primitives::cp_async::{commit_group, wait_group};
+use crate::primitives::index::{block_idx_x, thread_idx_x};
+use crate::primitives::shared;
+use rustflash_abi::ForwardParams;
+
+/// Attention forward for one block of `BM` query rows of one (batch, head).
+///
+/// Const parameters (all from one row of the configuration table): `D` head-dim bucket, `BM`
+/// query rows, `BN` keys per tile, `THREADS = 32 · warps`, `MT` 16-row tiles per warp, and the
+/// derived `NT = BN / 8`, `DT = D / 8`, `KT = BN / 16`, `KD = D / 16`, `R = 2 MT`, `C = 2 NT`
+/// (Rust cannot yet compute array lengths from const parameters).
+///
+/// # Safety
+/// `p` describes valid tensors (the host checks shapes, strides, buffer bounds and alignment);
+/// launched with `THREADS` threads, `num_m_blocks · heads_q · batch` blocks and
+/// `2 D (BM + 2 BN)` bytes of dynamic shared memory; `1 <= head_dim <= D`.
+#[inline(always)]
+pub unsafe fn forward<
+    T: Element,
+    M: WarpMma<ARegs = [u32; 4]>,
+    const D: usize,
+    const BM: usize,
+    const BN: usize,
+    const THREADS: usize,
+    const MT: usize,
+    const NT: usize,
+    const DT: usize,
+    const KT: usize,
+    const KD: usize,
+    const R: usize,
+    const C: usize,
+>(
+    p: &ForwardParams,
+) {
+    const { assert!(BM == 16 * MT * (THREADS / 32)) };
+    let block = BlockInfo::new(p, block_idx_x(), BM as u32);
+    let warp_row = 16 * MT as u32 * (thread_idx_x() / 32);
+    let mask = Mask::new(block.seqlen_q, block.seqlen_k, p.causal != 0);
+    let key_tiles = mask.keys_needed(block.m0, block.rows).div_ceil(BN as u32);
+
+    let smem = SmemTile::<D> { base: shared::dynamic_smem_base() };
+    let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<D>::bytes(BM)));
+    let v_tile = k_tile.offset(SmemTile::<D>::bytes(BN));
+    let (k, v) = block.kv_start(p);
+    let kv = KvSource { k, v, k_stride: 2 * p.k_strides[1], v_stride: 2 * p.v_strides[1], seqlen_k: block.seqlen_k };
+
+    // Prologue: Q and the first K tile (the last one: the loop runs backwards).
+    let q = GlobalTile { src: block.q_rows(p), row_stride: 2 * p.q_strides[1], rows_valid: block.rows, cols_valid: p.head_dim };
+    // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's barrier.
+    unsafe { mainloop::load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
+    if key_tiles > 0 {
+        let last = kv.tile::<BN>(key_tiles - 1);
+        let g = GlobalTile { src: last.k, row_stride: kv.k_stride, rows_valid: last.rows, cols_valid: p.head_dim };
+        // SAFETY: as above, for the K rows of the last needed tile.
+        unsafe { mainloop::load_tile::<BN, D, THREADS>(k_tile, g, p.load_bytes) };
+    }
+    commit_group();
+
+    // The softmax needs a positive scale: for a negative one, scores are computed as
+    // (−Q) Kᵀ · |scale|. Zero becomes the smallest normal, so that hidden scores stay −inf.
+    let scale = p.scale_log2.abs().max(f32::MIN_POSITIVE);
+    if p.scale_log2 < 0.0 {
+        wait_group::<0>();
+        // Each thread flips the chunks it copied itself, visible to it after its own wait.
+        let mut c = thread_idx_x() as usize;
+        while c < BM * SmemTile::<D>::CHUNKS {
+            let addr = q_tile.chunk_addr((c / SmemTile::<D>::CHUNKS) as u32, (c % SmemTile::<D>::CHUNKS) as u32);
+            // SAFETY: a chunk of the Q tile.
+            unsafe {
+                let x = shared::ld_shared_v4(addr);
+                shared::st_shared_v4(addr, x.map(|w| w ^ T::SIGN_BITS));
+            }
+            c += THREADS;
+        }
+    }
+
+    let operands = Operands {
+        q: q_tile,
+        k: k_tile,
+        v: v_tile,
+        kv,
+        cols: p.head_dim,
+        width: p.load_bytes,
+        mask,
+        m0: block.m0,
+        warp_row,
+    };
+    // SAFETY: every thread calls it; K/V rows of the needed tiles are readable.
+    let out = unsafe { mainloop::run::<T, M, D, BN, THREADS, MT, NT, DT, KT, KD, R, C>(&operands, key_tiles, scale) };
+
+    let dst = Destination {
+        o: block.o_rows(p),
+        o_stride: 2 * p.o_strides[1],
+        width: p.store_bytes,
+        lse: block.lse_rows(p),
+        lse_stride: p.lse_strides[2],
+        rows: block.rows,
+        cols: p.head_dim,
+    };
+    // SAFETY: the warp's last reads of its Q rows were in its last `S = Q Kᵀ` (or none); its
+    // O rows exist up to `block.rows`.
+    unsafe { epilogue::store::<T, M, D, MT, DT, R>(&out.acc, &out.softmax, q_tile, warp_row, &dst) };
+}
