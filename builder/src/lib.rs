@@ -272,9 +272,9 @@ impl KernelBuilder {
                 }
                 continue;
             }
-            for w in stderr.lines().filter(|l| l.starts_with("warning") && !l.contains("generated")) {
-                if !warnings.iter().any(|x: &String| x == w) {
-                    warnings.push(w.to_string());
+            for w in warning_summaries(&stderr) {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
                 }
             }
             let arch_dir = target_dir.join(self.arch_dir(arch));
@@ -358,6 +358,25 @@ fn write_kernel_modules(ptx_path: &Path, dir: &Path) -> Result<Vec<BuiltKernel>,
         kernels.push(BuiltKernel { name: p.name, ptx_path: path, entry_offset: p.entry_offset });
     }
     Ok(kernels)
+}
+
+/// One line per rustc warning: its message and, when rustc gives one, where it is
+/// (`warning: unused variable: `x` (src/lib.rs:3:9)`).
+fn warning_summaries(stderr: &str) -> Vec<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !l.starts_with("warning") || l.contains("generated") {
+            continue;
+        }
+        let at = lines[i + 1..]
+            .iter()
+            .take(3)
+            .find_map(|n| n.trim_start().strip_prefix("--> "))
+            .map(|loc| format!(" ({})", loc.trim()));
+        out.push(format!("{l}{}", at.unwrap_or_default()));
+    }
+    out
 }
 
 /// Cargo relinks only when the kernel crate changes, not when the link step does (a new unroll
@@ -452,6 +471,16 @@ fn lib_name(manifest: &Path) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_keep_their_location() {
+        let stderr = "   Compiling k v0.1.0\nwarning: unnecessary `unsafe` block\n  --> src/a.rs:66:5\n   |\n\
+                      warning: `k` (lib) generated 1 warning\nwarning: unused import\n";
+        assert_eq!(
+            warning_summaries(stderr),
+            ["warning: unnecessary `unsafe` block (src/a.rs:66:5)", "warning: unused import"]
+        );
+    }
 
     #[test]
     fn target_dir_sits_beside_the_profiles() {
