@@ -17,11 +17,14 @@
 //! by the pinned nightly (named in the nearest `rust-toolchain.toml`), in its own target dir so
 //! the outer build's lock and flags do not interfere and the outer build may use stable Rust.
 //! The link step is this crate's own ([`link`]): rustc calls the running program back as its
-//! linker. The PTX lands in `OUT_DIR` as `<lib>.<arch>.ptx`, ready for `include_str!`.
+//! linker. The PTX lands in `OUT_DIR` as `<lib>.<arch>.ptx`, ready for `include_str!`, and split
+//! into one complete module per kernel, `<lib>.<arch>/<kernel>.ptx` ([`ptx_module::split`]), so a
+//! program can hand the driver only the kernels it launches.
 
 mod arch;
 pub mod link;
 pub mod ptx_attrs;
+pub mod ptx_module;
 mod toolchain;
 
 pub use arch::Arch;
@@ -42,15 +45,31 @@ pub struct KernelBuilder {
     toolchain: Option<String>,
     cargo_directives: bool,
     watched: Vec<PathBuf>,
+    features: Vec<String>,
 }
 
 /// One architecture's PTX module.
 #[derive(Clone, Debug)]
 pub struct BuiltModule {
     pub arch: Arch,
+    /// The whole module, every kernel of the architecture.
     pub ptx_path: PathBuf,
+    /// The same kernels, one complete module each, in module order.
+    pub kernels: Vec<BuiltKernel>,
     /// Wall time of this architecture's nested build (they run in parallel).
     pub build_time: Duration,
+}
+
+/// One kernel's own module (see [`ptx_module::split`]).
+#[derive(Clone, Debug)]
+pub struct BuiltKernel {
+    /// The `.entry` name, as the driver looks it up.
+    pub name: String,
+    /// `<out_dir>/<lib>.<arch>/<name>.ptx`.
+    pub ptx_path: PathBuf,
+    /// The module's text before this offset is the part every kernel of the architecture shares;
+    /// from it on, the kernel's `.entry`.
+    pub entry_offset: usize,
 }
 
 #[derive(Debug)]
@@ -113,6 +132,7 @@ impl KernelBuilder {
             toolchain: None,
             cargo_directives: false,
             watched: Vec::new(),
+            features: Vec::new(),
         }
     }
 
@@ -149,6 +169,17 @@ impl KernelBuilder {
             Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
             _ => path.to_path_buf(),
         });
+        self
+    }
+
+    /// Cargo features of the kernel crate to turn on (`--features`). Each set of features builds
+    /// in its own target dirs (`<arch>+<feature>+..`), so switching between sets rebuilds
+    /// nothing that is already built.
+    pub fn features(mut self, features: &[&str]) -> Self {
+        let mut f: Vec<String> = features.iter().map(|s| s.to_string()).collect();
+        f.sort();
+        f.dedup();
+        self.features = f;
         self
     }
 
@@ -199,6 +230,9 @@ impl KernelBuilder {
             for p in ["src", "Cargo.toml", "Cargo.lock"] {
                 println!("cargo:rerun-if-changed={}", self.crate_path.join(p).display());
             }
+            for p in &self.watched {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
             if let Some(t) =
                 self.crate_path.ancestors().map(|d| d.join("rust-toolchain.toml")).find(|p| p.is_file())
             {
@@ -207,7 +241,7 @@ impl KernelBuilder {
         }
 
         for &arch in &self.archs {
-            invalidate_if_link_step_changed(&target_dir.join(arch.name()), &lib_name)?;
+            invalidate_if_link_step_changed(&target_dir.join(self.arch_dir(arch)), &lib_name)?;
         }
         let children: Vec<_> = self
             .archs
@@ -238,17 +272,19 @@ impl KernelBuilder {
                 }
                 continue;
             }
-            for w in stderr.lines().filter(|l| l.starts_with("warning") && !l.contains("generated")) {
-                if !warnings.iter().any(|x: &String| x == w) {
-                    warnings.push(w.to_string());
+            for w in warning_summaries(&stderr) {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
                 }
             }
-            let built =
-                target_dir.join(arch.name()).join(TARGET).join("release").join(format!("{lib_name}.ptx"));
+            let arch_dir = target_dir.join(self.arch_dir(arch));
+            let built = arch_dir.join(TARGET).join("release").join(format!("{lib_name}.ptx"));
             let ptx_path = out_dir.join(format!("{lib_name}.{}.ptx", arch.name()));
             std::fs::copy(&built, &ptx_path).map_err(io_err(&built))?;
-            modules.push(BuiltModule { arch, ptx_path, build_time });
-            let stamp = link_step_stamp_path(&target_dir.join(arch.name()));
+            let kernels =
+                write_kernel_modules(&ptx_path, &out_dir.join(format!("{lib_name}.{}", arch.name())))?;
+            modules.push(BuiltModule { arch, ptx_path, kernels, build_time });
+            let stamp = link_step_stamp_path(&arch_dir);
             std::fs::write(&stamp, link_step_fingerprint()).map_err(io_err(&stamp))?;
         }
         if let Some(e) = failure {
@@ -276,7 +312,7 @@ impl KernelBuilder {
             .arg("--manifest-path")
             .arg(self.crate_path.join("Cargo.toml"))
             .arg("--target-dir")
-            .arg(target_dir.join(arch.name()))
+            .arg(target_dir.join(self.arch_dir(arch)))
             .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"))
             .env(link::LINK_ENV, &tc.llvm_bin)
             .env(link::PTX_ISA_ENV, format!("{major}{minor}"))
@@ -284,8 +320,63 @@ impl KernelBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if !self.features.is_empty() {
+            cmd.arg("--features").arg(self.features.join(","));
+        }
         cmd
     }
+
+    /// The architecture's folder in the target dir: `sm_80`, or `sm_80+testing` with features.
+    fn arch_dir(&self, arch: Arch) -> String {
+        let mut dir = arch.name().to_string();
+        for f in &self.features {
+            dir.push('+');
+            dir.push_str(f);
+        }
+        dir
+    }
+}
+
+/// Splits the module at `ptx_path` into one module per kernel, written as `<dir>/<kernel>.ptx`
+/// (the folder is emptied of older `.ptx` files first).
+fn write_kernel_modules(ptx_path: &Path, dir: &Path) -> Result<Vec<BuiltKernel>, BuildError> {
+    let text = std::fs::read_to_string(ptx_path).map_err(io_err(ptx_path))?;
+    let pieces = ptx_module::split(&text).map_err(|e| BuildError::Io {
+        path: ptx_path.to_path_buf(),
+        error: std::io::Error::other(format!("cannot split the module into kernels: {e}")),
+    })?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for old in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        if old.path().extension().is_some_and(|x| x == "ptx") {
+            std::fs::remove_file(old.path()).map_err(io_err(&old.path()))?;
+        }
+    }
+    let mut kernels = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let path = dir.join(format!("{}.ptx", p.name));
+        std::fs::write(&path, &p.ptx).map_err(io_err(&path))?;
+        kernels.push(BuiltKernel { name: p.name, ptx_path: path, entry_offset: p.entry_offset });
+    }
+    Ok(kernels)
+}
+
+/// One line per rustc warning: its message and, when rustc gives one, where it is
+/// (`warning: unused variable: `x` (src/lib.rs:3:9)`).
+fn warning_summaries(stderr: &str) -> Vec<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !l.starts_with("warning") || l.contains("generated") {
+            continue;
+        }
+        let at = lines[i + 1..]
+            .iter()
+            .take(3)
+            .find_map(|n| n.trim_start().strip_prefix("--> "))
+            .map(|loc| format!(" ({})", loc.trim()));
+        out.push(format!("{l}{}", at.unwrap_or_default()));
+    }
+    out
 }
 
 /// Cargo relinks only when the kernel crate changes, not when the link step does (a new unroll
@@ -312,7 +403,8 @@ fn link_step_stamp_path(arch_dir: &Path) -> PathBuf {
 /// FNV-1a of the link step's sources, as hex.
 fn link_step_fingerprint() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in include_str!("link.rs").bytes().chain(include_str!("ptx_attrs.rs").bytes()) {
+    let sources = [include_str!("link.rs"), include_str!("ptx_attrs.rs"), include_str!("ptx_module.rs")];
+    for b in sources.iter().flat_map(|s| s.bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
     }
     format!("{h:016x}")
@@ -379,6 +471,16 @@ fn lib_name(manifest: &Path) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_keep_their_location() {
+        let stderr = "   Compiling k v0.1.0\nwarning: unnecessary `unsafe` block\n  --> src/a.rs:66:5\n   |\n\
+                      warning: `k` (lib) generated 1 warning\nwarning: unused import\n";
+        assert_eq!(
+            warning_summaries(stderr),
+            ["warning: unnecessary `unsafe` block (src/a.rs:66:5)", "warning: unused import"]
+        );
+    }
 
     #[test]
     fn target_dir_sits_beside_the_profiles() {

@@ -1,13 +1,20 @@
-//! A handle on one GPU: its context, its limits, and the kernels of one path, loaded once.
+//! A handle on one GPU: its context, its limits, and the kernels of one path, each loaded the
+//! first time it is asked for.
+//!
+//! Every kernel is its own PTX module (see [`crate::ptx`]): the driver JIT-compiles a module
+//! when it is loaded, so loading one kernel at a time means a process waits only for the kernels
+//! it launches, not for all of them at its first launch. The driver keeps what it compiled in its
+//! JIT cache (`~/.nv/ComputeCache`, or `CUDA_CACHE_PATH`), so later processes load faster still.
 
 use crate::error::{DriverContext, Error, Result};
 use crate::{KernelPath, ptx};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::sys::CUfunction_attribute as FuncAttr;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// What the library reads off a GPU once, for tile choices and launch checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +31,8 @@ pub struct DeviceInfo {
 }
 
 /// A GPU and the kernel path its launches use. Cheap to clone; `Send + Sync`, so one handle can
-/// serve many threads. Kernels are loaded on first use and cached.
+/// serve many threads. Each kernel's module is loaded (JIT-compiled by the driver) on its first
+/// use and cached; threads asking for different kernels do not wait for each other.
 #[derive(Clone)]
 pub struct Device {
     inner: Arc<Inner>,
@@ -34,9 +42,22 @@ struct Inner {
     ctx: Arc<CudaContext>,
     info: DeviceInfo,
     path: KernelPath,
-    module: OnceLock<Arc<CudaModule>>,
-    /// Each function with the dynamic shared memory it has been allowed so far.
-    functions: Mutex<HashMap<String, (CudaFunction, usize)>>,
+    /// One slot for every kernel of the path's architecture, filled on first use.
+    kernels: HashMap<&'static str, KernelSlot>,
+}
+
+struct KernelSlot {
+    ptx: &'static ptx::EmbeddedKernel,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    /// Holds its module alive.
+    function: CudaFunction,
+    /// The dynamic shared memory the function has been allowed so far.
+    shared_allowed: usize,
+    /// How long loading the module (the driver's JIT compilation included) took.
+    load_time: Duration,
 }
 
 /// Shared memory a block may use without opting in.
@@ -86,7 +107,10 @@ impl Device {
                 compute_capability: (major, minor),
             })?,
         };
-        let inner = Inner { ctx, info, path, module: OnceLock::new(), functions: Mutex::new(HashMap::new()) };
+        let kernels = ptx::kernels(path.arch())
+            .map(|k| (k.name, KernelSlot { ptx: k, loaded: Mutex::new(None) }))
+            .collect();
+        let inner = Inner { ctx, info, path, kernels };
         Ok(Device { inner: Arc::new(inner) })
     }
 
@@ -110,6 +134,10 @@ impl Device {
 
     /// The kernel `name` of this device's path, allowed `dynamic_shared_bytes` of dynamic shared
     /// memory per block (the limit is raised above 48 KB the first time a launch asks).
+    ///
+    /// The first call for a kernel loads its module, which makes the driver JIT-compile it
+    /// (from tens of milliseconds to seconds for the largest kernels, unless the driver's cache
+    /// has it); later calls return the cached function.
     pub fn kernel(&self, name: &str, dynamic_shared_bytes: usize) -> Result<CudaFunction> {
         let limit = self.inner.info.shared_memory_per_block;
         if dynamic_shared_bytes > limit {
@@ -119,38 +147,57 @@ impl Device {
                 limit,
             });
         }
-        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-        let mut functions = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if !functions.contains_key(name) {
-            let module = self.module()?;
-            let f = module
-                .load_function(name)
-                .map_err(|_| Error::MissingKernel { kernel: name.into(), path: self.inner.path })?;
-            functions.insert(name.to_string(), (f, DEFAULT_SHARED_LIMIT));
+        let Some(slot) = self.inner.kernels.get(name) else {
+            return Err(Error::MissingKernel { kernel: name.into(), path: self.inner.path });
+        };
+        // Only callers of this same kernel wait here while it loads. A poisoned lock only means
+        // another thread panicked while holding it; the slot is still valid.
+        let mut loaded = slot.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let kernel = match loaded.take() {
+            Some(k) => k,
+            None => self.load(slot.ptx)?,
+        };
+        let kernel = loaded.insert(kernel);
+        if dynamic_shared_bytes > kernel.shared_allowed {
+            kernel
+                .function
+                .set_attribute(
+                    FuncAttr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dynamic_shared_bytes as i32,
+                )
+                .during("raising a kernel's shared-memory limit")?;
+            kernel.shared_allowed = dynamic_shared_bytes;
         }
-        let Some((f, allowed)) = functions.get_mut(name) else { unreachable!("inserted above") };
-        if dynamic_shared_bytes > *allowed {
-            f.set_attribute(
-                FuncAttr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                dynamic_shared_bytes as i32,
-            )
-            .during("raising a kernel's shared-memory limit")?;
-            *allowed = dynamic_shared_bytes;
-        }
-        Ok(f.clone())
+        Ok(kernel.function.clone())
     }
 
-    fn module(&self) -> Result<&Arc<CudaModule>> {
-        if let Some(m) = self.inner.module.get() {
-            return Ok(m);
-        }
-        let arch = self.inner.path.arch();
-        let Some(embedded) = ptx::module(arch) else {
-            return Err(Error::MissingKernel { kernel: format!("(module {arch})"), path: self.inner.path });
-        };
-        let module =
-            self.inner.ctx.load_module(Ptx::from_src(embedded.ptx)).during("loading the PTX module")?;
-        Ok(self.inner.module.get_or_init(|| module))
+    /// The kernels loaded so far on this device, with the time each load took (JIT compilation
+    /// included), in name order.
+    pub fn loaded_kernels(&self) -> Vec<(&'static str, Duration)> {
+        let mut v: Vec<(&'static str, Duration)> = self
+            .inner
+            .kernels
+            .iter()
+            .filter_map(|(&name, slot)| {
+                let loaded = slot.loaded.lock().unwrap_or_else(|e| e.into_inner());
+                loaded.as_ref().map(|k| (name, k.load_time))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn load(&self, kernel: &ptx::EmbeddedKernel) -> Result<Loaded> {
+        let start = Instant::now();
+        let module = self
+            .inner
+            .ctx
+            .load_module(Ptx::from_src(kernel.ptx))
+            .during("loading a kernel's PTX module (the driver's JIT compilation)")?;
+        let function = module
+            .load_function(kernel.name)
+            .map_err(|_| Error::MissingKernel { kernel: kernel.name.into(), path: self.inner.path })?;
+        Ok(Loaded { function, shared_allowed: DEFAULT_SHARED_LIMIT, load_time: start.elapsed() })
     }
 }
 

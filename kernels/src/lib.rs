@@ -15,9 +15,13 @@ pub mod attention;
 // The element types are those of `mma.sync` for now; the Volta path will widen this.
 #[cfg(target_feature = "sm_80")]
 pub mod element;
+// Kernels only the tests and the benchmark launch: built with the `testing` feature, never shipped.
+#[cfg(feature = "testing")]
 pub mod naive_softmax;
 pub mod primitives;
+#[cfg(feature = "testing")]
 pub mod selftest;
+#[cfg(feature = "testing")]
 pub mod smoke;
 
 /// Kernels cannot unwind or print: a panic (an out-of-range index, say) stops the kernel with a

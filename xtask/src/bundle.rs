@@ -27,9 +27,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         std::fs::copy(&exe, &dest).map_err(|e| format!("{}: {e}", exe.display()))?;
         println!("bundled test binary {name}");
     }
-    let bench = build_bench(&root)?;
-    std::fs::copy(&bench, out.join("rustflash-bench")).map_err(|e| format!("{}: {e}", bench.display()))?;
-    println!("bundled rustflash-bench");
+    for (built, name) in build_bench(&root)? {
+        std::fs::copy(&built, out.join(name)).map_err(|e| format!("{}: {e}", built.display()))?;
+        make_executable(&out.join(name))?;
+        println!("bundled {name}");
+    }
     KernelBuilder::new(root.join("kernels"))
         .archs(&Arch::ALL)
         .target_dir(root.join("target/nvptx-kernels"))
@@ -86,17 +88,18 @@ fn build_test_binaries() -> Result<Vec<PathBuf>, String> {
     Ok(exes)
 }
 
-/// The benchmark binary, release, stripped.
-fn build_bench(root: &Path) -> Result<PathBuf, String> {
+/// The benchmark and start-up binaries, release, stripped: (built path, name in the bundle).
+fn build_bench(root: &Path) -> Result<[(PathBuf, &'static str); 2], String> {
     let status = crate::cargo()
-        .args(["build", "--release", "-p", "rustflash-bench", "--bin", "rustflash-bench"])
+        .args(["build", "--release", "-p", "rustflash-bench", "--bin", "rustflash-bench", "--bin", "startup"])
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err("building rustflash-bench failed".into());
     }
-    Ok(root.join("target/release/rustflash-bench"))
+    let release = root.join("target/release");
+    Ok([(release.join("rustflash-bench"), "rustflash-bench"), (release.join("startup"), "rustflash-startup")])
 }
 
 /// `primitives-0123abcd` -> `primitives`.

@@ -4,10 +4,13 @@
 #
 #   run.sh [quick|full] [--sanitize] [--only NAME] [--out DIR]
 #   run.sh bench [--out DIR] [rustflash-bench arguments: --full, --dtype f16, ...]
+#   run.sh startup [--out DIR]
 #
 # quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the
 # trials marked for it under compute-sanitizer (memcheck, racecheck). --only runs one test binary
-# (bin/NAME). The archive goes to --out,
+# (bin/NAME). startup: the time a fresh process waits for its first forward result, twice with an
+# empty driver JIT cache (CUDA_CACHE_PATH a new empty folder each time), then twice with the cache
+# the second run filled. The archive goes to --out,
 # else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,26 @@ if [ "${1:-}" = bench ]; then
   rc=$?
   tail -5 "$out/bench.log"
   exit $rc
+fi
+if [ "${1:-}" = startup ]; then
+  shift
+  if [ "${1:-}" = --out ]; then out=$2; shift 2; fi
+  mkdir -p "$out"
+  log=$out/startup.log
+  unset CUDA_CACHE_DISABLE
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 | tee "$log"
+  status=0 cache=
+  for run in cold-1 cold-2 warm-1 warm-2; do
+    case $run in
+      cold-*) [ -n "$cache" ] && rm -rf "$cache"; cache=$(mktemp -d) ;;
+    esac
+    echo "== $run: CUDA_CACHE_PATH=$cache ($(du -sk "$cache" | cut -f1) KB cached)" | tee -a "$log"
+    CUDA_CACHE_PATH=$cache "$here/rustflash-startup" 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  done
+  rm -rf "$cache"
+  echo "log: $log; exit status $status"
+  exit $status
 fi
 while [ $# -gt 0 ]; do
   case $1 in

@@ -13,12 +13,16 @@ const HELP: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ptx [--clean] [--arch ARCH]   build the kernels for every architecture and print, per kernel,
-                                registers, spills, stack frame and static shared memory (ptxas);
-                                fails if a kernel does not assemble or a hot kernel spills
+  ptx [--clean] [--arch ARCH]   build the shipped kernels for every architecture and print, per
+                                kernel, registers, spills, stack frame, static and dynamic shared
+                                memory, block size and blocks per SM (H100, A100, V100 limits);
+                                fails if a kernel does not assemble, declares no block size
+                                (.maxntid), cannot fit on an SM, or is hot and spills
   ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
   bundle [--out DIR]            release test binaries and PTX in one folder (default bundle/) with
-                                run.sh [quick|full] [--sanitize], for a GPU host without Rust
+                                run.sh [quick|full] [--sanitize], run.sh bench, run.sh startup
+                                (start-up time, cold and warm driver JIT cache), for a GPU host
+                                without Rust
   bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU;
                                 writes bench-results/<date>-<gpu>.json and .md, then the charts.
                                 FILTERS: --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,

@@ -1,9 +1,15 @@
 //! `cargo xtask ptx`: build every kernel for every architecture and report what `ptxas` makes of
-//! it: registers, spills, stack frame, static shared memory. Hot kernels (marked in the source
-//! with `kernel_attrs!(.., .hot())`) must not spill or use a stack frame.
+//! it: registers, spills, stack frame, static shared memory; and from the kernels' own
+//! declarations (`kernel_attrs!`) their block size (`.maxntid`) and dynamic shared memory, hence
+//! how many blocks fit on one multiprocessor of the architecture's reference GPU.
+//!
+//! It fails when a module does not assemble, when a kernel of the shipped modules does not
+//! declare its block size, when a kernel's block cannot fit on a multiprocessor at all, and when a
+//! hot kernel (`kernel_attrs!(.., .hot())`) spills or uses a stack frame.
 
 use crate::{cuda_tools, project_root};
-use kernel_builder::{Arch, KernelBuilder, ptx_attrs};
+use kernel_builder::{Arch, KernelBuilder, ptx_attrs, ptx_module};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -48,14 +54,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let opts = parse_args(args)?;
     let root = project_root();
     let target_dir = root.join("target/nvptx-kernels");
-    if opts.clean {
-        let _ = std::fs::remove_dir_all(&target_dir);
-    }
     let archs = match (&opts.sass, opts.archs.is_empty()) {
         (Some(_), true) => vec![Arch::Sm90a],
         (None, true) => Arch::ALL.to_vec(),
         _ => opts.archs.clone(),
     };
+    if opts.clean {
+        // Only the builds this report uses (the shipped kernels, no features): the `+testing`
+        // builds of the test suite stay.
+        for arch in &archs {
+            let _ = std::fs::remove_dir_all(target_dir.join(arch.name()));
+        }
+    }
 
     let start = Instant::now();
     let modules = KernelBuilder::new(root.join("kernels"))
@@ -80,38 +90,205 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     println!();
+    for m in &modules {
+        let l = SmLimits::of(m.arch);
+        println!(
+            "{}: blocks/SM for the {} ({} registers, {} KB shared memory per SM, {} KB per block, \
+             {} B reserved per block, {} threads, {} blocks per SM)",
+            m.arch,
+            l.gpu,
+            l.registers,
+            l.shared_per_sm / 1024,
+            l.shared_per_block / 1024,
+            l.reserved_per_block,
+            l.threads,
+            l.blocks
+        );
+    }
+    println!();
     println!(
-        "{:<7} {:<40} {:>5} {:>13} {:>7} {:>12} {:>4}",
-        "arch", "kernel", "regs", "spill st/ld B", "stack B", "static smem", "hot"
+        "{:<7} {:<40} {:>5} {:>13} {:>7} {:>11} {:>9} {:>7} {:>14} {:>4}",
+        "arch",
+        "kernel",
+        "regs",
+        "spill st/ld B",
+        "stack B",
+        "static smem",
+        "dyn smem",
+        "threads",
+        "blocks/SM",
+        "hot"
     );
     let mut problems = Vec::new();
     for m in &modules {
         let ptx =
             std::fs::read_to_string(&m.ptx_path).map_err(|e| format!("{}: {e}", m.ptx_path.display()))?;
         let hot = ptx_attrs::hot_kernels(&ptx);
+        let dynamic = ptx_attrs::dynamic_shared_bytes(&ptx);
+        let entries: BTreeMap<String, ptx_module::EntryInfo> = ptx_module::parse(&ptx)
+            .map_err(|e| format!("{}: {e}", m.ptx_path.display()))?
+            .entry_infos()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let limits = SmLimits::of(m.arch);
         let cubin = m.ptx_path.with_extension("cubin");
         let report = assemble(&ptxas, m.arch, &m.ptx_path, &cubin)?;
-        for k in parse_ptxas_report(&report) {
+        let kernels = parse_ptxas_report(&report);
+        for name in entries.keys() {
+            if !kernels.iter().any(|k| &k.name == name) {
+                problems.push(format!("{name} on {}: not in ptxas's report", m.arch));
+            }
+        }
+        for k in kernels {
             let is_hot = hot.contains(&k.name);
+            let dyn_smem = dynamic.get(&k.name).copied().unwrap_or(0);
+            let threads = entries.get(&k.name).and_then(|e| e.block_threads());
+            let occupancy = threads.map(|t| limits.blocks_per_sm(k.registers, t, k.static_smem + dyn_smem));
             println!(
-                "{:<7} {:<40} {:>5} {:>13} {:>7} {:>12} {:>4}",
+                "{:<7} {:<40} {:>5} {:>13} {:>7} {:>11} {:>9} {:>7} {:>14} {:>4}",
                 m.arch.name(),
                 k.name,
                 k.registers,
                 format!("{}/{}", k.spill_stores, k.spill_loads),
                 k.stack_frame,
                 k.static_smem,
+                dyn_smem,
+                threads.map_or("-".to_string(), |t| t.to_string()),
+                occupancy.map_or("-".to_string(), |o| o.to_string()),
                 if is_hot { "yes" } else { "" }
             );
-            if is_hot && (k.spill_stores > 0 || k.spill_loads > 0 || k.stack_frame > 0) {
-                problems.push(format!(
-                    "{} on {}: hot kernel spills ({} B stored, {} B loaded) or has a stack frame ({} B)",
-                    k.name, m.arch, k.spill_stores, k.spill_loads, k.stack_frame
-                ));
-            }
+            problems.extend(check(m.arch, &k, threads, occupancy, is_hot));
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}
+
+/// What is wrong with one kernel: no declared block size, a block that fits on no
+/// multiprocessor, spills or a stack frame in a hot kernel.
+fn check(
+    arch: Arch,
+    k: &KernelResources,
+    threads: Option<u32>,
+    occupancy: Option<Occupancy>,
+    hot: bool,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if threads.is_none() {
+        problems.push(format!(
+            "{} on {arch}: no .maxntid; declare the block size with kernel_attrs!(.., \
+             KernelAttrs::new().max_threads(N))",
+            k.name
+        ));
+    }
+    if let Some(o) = occupancy.filter(|o| o.blocks == 0) {
+        problems.push(format!("{} on {arch}: no block fits on a multiprocessor ({o})", k.name));
+    }
+    if hot && (k.spill_stores > 0 || k.spill_loads > 0 || k.stack_frame > 0) {
+        problems.push(format!(
+            "{} on {arch}: hot kernel spills ({} B stored, {} B loaded) or has a stack frame ({} B)",
+            k.name, k.spill_stores, k.spill_loads, k.stack_frame
+        ));
+    }
+    problems
+}
+
+/// One multiprocessor's limits on the reference GPU of an architecture (CUDA C++ Programming
+/// Guide, "Technical Specifications per Compute Capability"; the occupancy calculator's
+/// allocation granularities).
+#[derive(Clone, Copy, Debug)]
+struct SmLimits {
+    gpu: &'static str,
+    registers: u32,
+    /// The whole shared memory of an SM (at the largest carveout).
+    shared_per_sm: u32,
+    /// The most one block may use (after opting in above 48 KB).
+    shared_per_block: u32,
+    /// Shared memory the driver reserves for each resident block (sm_80 and newer).
+    reserved_per_block: u32,
+    /// Shared memory is allocated in units of this many bytes.
+    shared_unit: u32,
+    threads: u32,
+    blocks: u32,
+    max_threads_per_block: u32,
+}
+
+/// Registers are allocated per warp in units of 256, from one of the SM's four sub-partitions
+/// (a warp's registers never straddle two).
+const REGISTER_UNIT: u32 = 256;
+const SUB_PARTITIONS: u32 = 4;
+const WARP: u32 = 32;
+
+impl SmLimits {
+    fn of(arch: Arch) -> SmLimits {
+        const KB: u32 = 1024;
+        let common = SmLimits {
+            gpu: "",
+            registers: 65536,
+            shared_per_sm: 0,
+            shared_per_block: 0,
+            reserved_per_block: KB,
+            shared_unit: 128,
+            threads: 2048,
+            blocks: 32,
+            max_threads_per_block: 1024,
+        };
+        match arch {
+            Arch::Sm90a => {
+                SmLimits { gpu: "H100", shared_per_sm: 228 * KB, shared_per_block: 227 * KB, ..common }
+            }
+            Arch::Sm80 => {
+                SmLimits { gpu: "A100", shared_per_sm: 164 * KB, shared_per_block: 163 * KB, ..common }
+            }
+            Arch::Sm70 => SmLimits {
+                gpu: "V100",
+                shared_per_sm: 96 * KB,
+                shared_per_block: 96 * KB,
+                reserved_per_block: 0,
+                shared_unit: 256,
+                ..common
+            },
+        }
+    }
+
+    /// How many blocks of `threads` threads using `registers` registers per thread and
+    /// `shared` bytes of shared memory (static and dynamic) are resident on one SM at once.
+    fn blocks_per_sm(&self, registers: u32, threads: u32, shared: u32) -> Occupancy {
+        let warps = threads.div_ceil(WARP).max(1);
+        if threads > self.max_threads_per_block || shared > self.shared_per_block {
+            return Occupancy {
+                blocks: 0,
+                limiter: if shared > self.shared_per_block { "smem" } else { "threads" },
+            };
+        }
+        let by_threads = self.threads / (warps * WARP);
+        let by_registers = if registers == 0 {
+            u32::MAX
+        } else {
+            let per_warp = (registers * WARP).next_multiple_of(REGISTER_UNIT);
+            let warps_per_sm = (self.registers / SUB_PARTITIONS / per_warp) * SUB_PARTITIONS;
+            warps_per_sm / warps
+        };
+        let per_block = shared.next_multiple_of(self.shared_unit) + self.reserved_per_block;
+        let by_shared = self.shared_per_sm.checked_div(per_block).unwrap_or(u32::MAX);
+        let limits =
+            [(by_registers, "regs"), (by_shared, "smem"), (by_threads, "threads"), (self.blocks, "blocks")];
+        let (blocks, limiter) = limits.into_iter().min_by_key(|&(n, _)| n).unwrap_or((0, "?"));
+        Occupancy { blocks, limiter }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Occupancy {
+    blocks: u32,
+    /// What stops one more block: `regs`, `smem`, `threads` or `blocks`.
+    limiter: &'static str,
+}
+
+impl std::fmt::Display for Occupancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.blocks, self.limiter)
+    }
 }
 
 /// `ptxas -v`; an error if the module does not assemble.
@@ -197,6 +374,47 @@ fn print_sass(ptxas: &Path, modules: &[kernel_builder::BuiltModule], kernel: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_per_sm_follow_the_occupancy_rules() {
+        let h100 = SmLimits::of(Arch::Sm90a);
+        let a100 = SmLimits::of(Arch::Sm80);
+        let v100 = SmLimits::of(Arch::Sm70);
+        // 255 registers: 8192 per warp, two warps per sub-partition, 8 warps: one 256-thread block.
+        assert_eq!(h100.blocks_per_sm(255, 256, 0), Occupancy { blocks: 1, limiter: "regs" });
+        // 128 registers, 128 threads: 4096 per warp, 16 warps, 4 blocks.
+        assert_eq!(h100.blocks_per_sm(128, 128, 0), Occupancy { blocks: 4, limiter: "regs" });
+        // 200 registers: 6400 per warp, two per sub-partition (not 65536 / 6400 = 10): 8 warps.
+        assert_eq!(h100.blocks_per_sm(200, 64, 0), Occupancy { blocks: 4, limiter: "regs" });
+        // Register counts round up to the 256-register unit per warp: 33 -> 1280 per warp.
+        assert_eq!(a100.blocks_per_sm(33, 256, 0).blocks, 6);
+        // Shared memory: 48 KB + the 1 KB reserve per block; 228 KB / 49 KB = 4 on the H100,
+        // 164 / 49 = 3 on the A100, 96 / 48 = 2 on the V100 (no reserve).
+        assert_eq!(h100.blocks_per_sm(32, 128, 48 * 1024), Occupancy { blocks: 4, limiter: "smem" });
+        assert_eq!(a100.blocks_per_sm(32, 128, 48 * 1024).blocks, 3);
+        assert_eq!(v100.blocks_per_sm(32, 128, 48 * 1024).blocks, 2);
+        // The most one block may have fits once; one byte more does not fit at all.
+        assert_eq!(h100.blocks_per_sm(32, 128, 227 * 1024).blocks, 1);
+        assert_eq!(h100.blocks_per_sm(32, 128, 227 * 1024 + 1), Occupancy { blocks: 0, limiter: "smem" });
+        // Threads and the block count.
+        assert_eq!(h100.blocks_per_sm(16, 1024, 0), Occupancy { blocks: 2, limiter: "threads" });
+        assert_eq!(h100.blocks_per_sm(16, 32, 0), Occupancy { blocks: 32, limiter: "blocks" });
+        assert_eq!(h100.blocks_per_sm(16, 2048, 0).blocks, 0);
+    }
+
+    #[test]
+    fn kernels_without_a_block_size_fail_the_report() {
+        let k = KernelResources { name: "k".into(), registers: 64, ..Default::default() };
+        let h100 = SmLimits::of(Arch::Sm90a);
+        assert!(check(Arch::Sm90a, &k, Some(128), Some(h100.blocks_per_sm(64, 128, 0)), true).is_empty());
+        let missing = check(Arch::Sm90a, &k, None, None, false);
+        assert!(missing.len() == 1 && missing[0].contains("no .maxntid"));
+        let too_big = check(Arch::Sm90a, &k, Some(128), Some(h100.blocks_per_sm(64, 128, 300 << 10)), false);
+        assert!(too_big[0].contains("no block fits"));
+        let spills = KernelResources { spill_stores: 8, ..k };
+        assert_eq!(check(Arch::Sm80, &spills, Some(128), None, true).len(), 1);
+        assert!(check(Arch::Sm80, &spills, Some(128), None, false).is_empty());
+    }
 
     #[test]
     fn reads_ptxas_verbose_output() {
