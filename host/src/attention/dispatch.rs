@@ -67,6 +67,20 @@ mod tests {
         ));
     }
 
+    /// Every kernel the dispatch can name is an `.entry` of every module that runs forward
+    /// attention (the sm_80 and sm_90a builds), with the block size its row says.
+    #[test]
+    fn every_configured_kernel_is_shipped() {
+        for arch in ["sm_80", "sm_90a"] {
+            for c in FORWARD_CONFIGS {
+                let k = crate::ptx::kernel(arch, c.name)
+                    .unwrap_or_else(|| panic!("{} is not in the {arch} module", c.name));
+                assert!(k.ptx.contains(&format!(".entry {}(", c.name)), "{} in {arch}", c.name);
+                assert!(k.ptx.contains(&format!(".maxntid {}, 1, 1", c.threads())), "{} in {arch}", c.name);
+            }
+        }
+    }
+
     #[test]
     fn buckets_round_up() {
         assert_eq!(bucket(1), Some(32));
