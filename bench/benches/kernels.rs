@@ -33,8 +33,8 @@ fn forward(c: &mut Criterion) {
                 bench.iter(|| {
                     let t = DeviceTensor::contiguous(q.slice(0..), shape);
                     let mut out = DeviceTensorMut::contiguous(o.slice_mut(0..), shape);
-                    fa.forward(&stream, &t, &t, &t, &mut out, &mut lse.slice_mut(0..), &opts)
-                        .expect("forward");
+                    let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..), [b, h, s]);
+                    fa.forward(&stream, &t, &t, &t, &mut out, &mut lse, &opts).expect("forward");
                     stream.synchronize().expect("sync");
                 })
             },

@@ -383,7 +383,7 @@ fn measure(
 }
 
 /// One forward pass of ours on the raw 16-bit buffers, viewed as `T`.
-fn run_ours<T: Element + cudarc::driver::DeviceRepr>(
+fn run_ours<T: Element>(
     fa: &FlashAttention,
     stream: &Arc<CudaStream>,
     qkv: &CudaSlice<u16>,
@@ -400,8 +400,9 @@ fn run_ours<T: Element + cudarc::driver::DeviceRepr>(
     let o = unsafe { out.transmute_mut::<T>(ELEMENTS) }.ok_or("view")?;
     let t = |data| DeviceTensor { data, layout };
     let mut o = DeviceTensorMut { data: o, layout };
-    fa.forward(stream, &t(q), &t(k), &t(v), &mut o, &mut lse.slice_mut(0..), options)
-        .map_err(|e| e.to_string())
+    let [b, s, h, _] = layout.shape;
+    let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..b * h * s), [b, h, s]);
+    fa.forward(stream, &t(q), &t(k), &t(v), &mut o, &mut lse, options).map_err(|e| e.to_string())
 }
 
 /// Column order: ours, naive, then PyTorch's backends.

@@ -1,4 +1,4 @@
-//! Attention's problem shape and the strided layout of its 4-D tensors.
+//! Attention's problem shape and the strided layouts of its tensors.
 
 /// The sizes of one attention call. Q and O are `(batch, seqlen_q, heads_q, headdim)`; K and V
 /// are `(batch, seqlen_k, heads_kv, headdim)`; LSE is `(batch, heads_q, seqlen_q)`.
@@ -20,6 +20,10 @@ impl AttentionShape {
     pub fn kv_shape(&self) -> [usize; 4] {
         [self.batch, self.seqlen_k, self.heads_kv, self.headdim]
     }
+    /// The shape of the log-sum-exp, `(batch, heads_q, seqlen_q)`.
+    pub fn lse_shape(&self) -> [usize; 3] {
+        [self.batch, self.heads_q, self.seqlen_q]
+    }
     /// Query heads per K/V head.
     pub fn group_size(&self) -> usize {
         self.heads_q / self.heads_kv.max(1)
@@ -30,38 +34,84 @@ impl AttentionShape {
         if !causal {
             return self.seqlen_k;
         }
-        (i + self.seqlen_k + 1).saturating_sub(self.seqlen_q).min(self.seqlen_k)
+        i.saturating_add(self.seqlen_k).saturating_add(1).saturating_sub(self.seqlen_q).min(self.seqlen_k)
     }
 }
 
-/// Where element `(b, s, h, d)` of a 4-D tensor lives: `offset = Σ index · stride`, in elements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout4 {
-    pub shape: [usize; 4],
-    pub strides: [usize; 4],
+/// Where element `idx` of an `N`-dimensional tensor lives: `offset = Σ idx[i] · strides[i]`, in
+/// elements. Strides are unsigned, so element `(0, .., 0)` is the lowest addressed; the stride of
+/// a dimension of size 1 is never multiplied by anything but 0 and may be any value.
+///
+/// Any values may be stored; they are checked where they are used ([`crate::FlashAttention::forward`]
+/// rejects a layout whose offsets overflow, leave the buffer or, for outputs, overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Layout<const N: usize> {
+    pub shape: [usize; N],
+    pub strides: [usize; N],
 }
 
-impl Layout4 {
-    /// Row-major (contiguous) layout of `shape`.
-    pub fn contiguous(shape: [usize; 4]) -> Self {
-        let strides = [shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
-        Layout4 { shape, strides }
-    }
+/// The layout of Q, K, V and O: `(batch, seqlen, heads, headdim)`.
+pub type Layout4 = Layout<4>;
+/// The layout of the log-sum-exp: `(batch, heads_q, seqlen_q)`.
+pub type Layout3 = Layout<3>;
 
-    pub fn offset(&self, idx: [usize; 4]) -> usize {
-        idx.iter().zip(&self.strides).map(|(i, s)| i * s).sum()
-    }
-
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// Elements a buffer must hold: one past the largest offset (0 for an empty tensor).
-    pub fn required_len(&self) -> usize {
-        if self.shape.contains(&0) {
-            return 0;
+impl<const N: usize> Layout<N> {
+    /// Row-major (contiguous) layout of `shape`. A stride whose true value exceeds `usize::MAX`
+    /// saturates there (such a layout addresses more than `usize::MAX` elements as soon as the
+    /// dimension it belongs to has size 2, and is rejected where it is used).
+    pub fn contiguous(shape: [usize; N]) -> Self {
+        let mut strides = [1usize; N];
+        let mut acc = 1usize;
+        for i in (0..N).rev() {
+            strides[i] = acc;
+            acc = acc.saturating_mul(shape[i]);
         }
-        self.shape.iter().zip(&self.strides).map(|(n, s)| (n - 1) * s).sum::<usize>() + 1
+        Layout { shape, strides }
+    }
+
+    /// The offset of `idx` in elements; `None` when an index is out of its dimension or the
+    /// offset overflows `usize`.
+    pub fn offset(&self, idx: [usize; N]) -> Option<usize> {
+        let mut offset = 0usize;
+        for ((&i, &n), &s) in idx.iter().zip(&self.shape).zip(&self.strides) {
+            if i >= n {
+                return None;
+            }
+            offset = offset.checked_add(i.checked_mul(s)?)?;
+        }
+        Some(offset)
+    }
+
+    /// The number of elements; `None` when it overflows `usize`.
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n))
+    }
+
+    /// Whether the tensor has no elements (a size is 0).
+    pub fn is_empty(&self) -> bool {
+        self.shape.contains(&0)
+    }
+
+    /// The largest offset of any element, `Σ (shape[i] − 1) · strides[i]` over dimensions of size
+    /// at least 2; `None` for an empty tensor or when it overflows `usize`.
+    pub fn max_offset(&self) -> Option<usize> {
+        if self.is_empty() {
+            return None;
+        }
+        self.shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(n, _)| **n > 1)
+            .try_fold(0usize, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))
+    }
+
+    /// Elements a buffer must hold: one past the largest offset, 0 for an empty tensor; `None`
+    /// when that overflows `usize`.
+    pub fn required_len(&self) -> Option<usize> {
+        if self.is_empty() {
+            return Some(0);
+        }
+        self.max_offset()?.checked_add(1)
     }
 }
 
@@ -76,11 +126,29 @@ impl<'a, T: Copy> HostView<'a, T> {
     /// A contiguous view; `None` when `data` is too short for `shape`.
     pub fn contiguous(data: &'a [T], shape: [usize; 4]) -> Option<Self> {
         let layout = Layout4::contiguous(shape);
-        (data.len() >= layout.required_len()).then_some(HostView { data, layout })
+        (data.len() >= layout.required_len()?).then_some(HostView { data, layout })
     }
 
+    /// Element `idx`, or `None` when `idx` is outside the shape or its offset outside `data`.
+    pub fn get(&self, idx: [usize; 4]) -> Option<T> {
+        self.data.get(self.layout.offset(idx)?).copied()
+    }
+
+    /// Element `idx`.
+    ///
+    /// # Panics
+    /// When `idx` is outside the shape or its offset outside `data`, as slice indexing does
+    /// ([`HostView::get`] returns `None` instead).
     pub fn at(&self, idx: [usize; 4]) -> T {
-        self.data[self.layout.offset(idx)]
+        match self.get(idx) {
+            Some(x) => x,
+            None => panic!(
+                "index {idx:?} outside the host view (shape {:?}, strides {:?}, {} elements)",
+                self.layout.shape,
+                self.layout.strides,
+                self.data.len()
+            ),
+        }
     }
 }
 
@@ -100,6 +168,33 @@ mod tests {
     #[test]
     fn required_len_follows_strides() {
         let l = Layout4 { shape: [2, 3, 4, 8], strides: [3 * 3 * 4 * 8, 3 * 4 * 8, 8, 1] };
-        assert_eq!(l.required_len(), 3 * 3 * 4 * 8 + 2 * 3 * 4 * 8 + 3 * 8 + 8);
+        assert_eq!(l.required_len(), Some(3 * 3 * 4 * 8 + 2 * 3 * 4 * 8 + 3 * 8 + 8));
+        // A dimension of size 1 ignores its stride; an empty tensor needs nothing.
+        let l = Layout { shape: [1, 3], strides: [usize::MAX, 2] };
+        assert_eq!(l.required_len(), Some(5));
+        assert_eq!(Layout { shape: [0, 3], strides: [usize::MAX, usize::MAX] }.required_len(), Some(0));
+        // Overflow is `None`, never a wrapped length.
+        assert_eq!(Layout { shape: [2, 3], strides: [usize::MAX, 1] }.required_len(), None);
+        assert_eq!(Layout { shape: [3, 1], strides: [usize::MAX / 2 + 1, 1] }.max_offset(), None);
+    }
+
+    #[test]
+    fn contiguous_strides_saturate() {
+        assert_eq!(Layout::contiguous([2, 3, 4]).strides, [12, 4, 1]);
+        let huge = Layout::contiguous([2, usize::MAX, 2]);
+        assert_eq!(huge.strides, [usize::MAX, 2, 1]);
+        assert_eq!(huge.required_len(), None);
+        assert_eq!(Layout::<0>::contiguous([]).numel(), Some(1));
+    }
+
+    #[test]
+    fn offsets_are_checked() {
+        let l = Layout { shape: [2, 3], strides: [usize::MAX, 1] };
+        assert_eq!(l.offset([0, 2]), Some(2));
+        assert_eq!(l.offset([1, 1]), None);
+        assert_eq!(l.offset([0, 3]), None);
+        let v = HostView { data: &[1, 2, 3][..], layout: Layout4::contiguous([1, 1, 1, 4]) };
+        assert_eq!(v.get([0, 0, 0, 2]), Some(3));
+        assert_eq!(v.get([0, 0, 0, 3]), None);
     }
 }

@@ -14,7 +14,10 @@ pub mod layout;
 pub mod ptx;
 mod tensor;
 
-pub use attention::{FlashAttention, ForwardOptions, ForwardTile, RawForward};
+pub use attention::{
+    FlashAttention, ForwardConfig, ForwardLens, ForwardOptions, ForwardParams, ForwardPlan, ForwardTile,
+    RawForward,
+};
 pub use device::{Device, DeviceInfo, device_count, driver_available};
 pub use element::Element;
 pub use error::{Error, Result};

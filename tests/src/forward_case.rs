@@ -58,32 +58,94 @@ impl ForwardCase {
     pub fn run(&self, ctx: &Context) -> TestResult {
         if self.bf16 { run::<bf16>(self, ctx) } else { run::<f16>(self, ctx) }
     }
+
+    /// This problem on the operands of `p` instead of its own placement.
+    pub fn run_on(&self, p: &Placed, ctx: &Context) -> TestResult {
+        if self.bf16 { run_placed::<bf16>(self, p, ctx) } else { run_placed::<f16>(self, p, ctx) }
+    }
 }
 
-/// Element offsets and layouts of q, k, v inside their buffer(s), and the buffers' lengths.
-struct Placed {
-    q: (usize, Layout4),
-    k: (usize, Layout4),
-    v: (usize, Layout4),
-    /// One shared buffer (Packed) or three.
-    lens: [usize; 3],
-    shared: bool,
+/// Where one operand lies: which buffer (inputs only; `out` and `lse` have their own), the
+/// element offset of its element `(0, .., 0)` there, and its layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<const N: usize = 4> {
+    pub buffer: usize,
+    pub offset: usize,
+    pub layout: rustflash::layout::Layout<N>,
+}
+
+impl<const N: usize> Operand<N> {
+    /// `layout` at element `offset` of buffer 0.
+    pub fn at(offset: usize, layout: rustflash::layout::Layout<N>) -> Self {
+        Operand { buffer: 0, offset, layout }
+    }
+
+    /// One past the last element this operand addresses in its buffer.
+    pub fn end(&self) -> usize {
+        self.offset + self.layout.required_len().expect("a test layout fits usize")
+    }
+}
+
+/// Every operand of a forward call placed in device buffers.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    /// Lengths (elements) of the input buffers; q, k and v each name one (perhaps the same).
+    pub input_lens: Vec<usize>,
+    pub q: Operand,
+    pub k: Operand,
+    pub v: Operand,
+    /// `out` in a buffer of its own, `out_len` elements.
+    pub out: Operand,
+    pub out_len: usize,
+    /// `lse` in an f32 buffer of its own, `lse_len` elements.
+    pub lse: Operand<3>,
+    pub lse_len: usize,
+}
+
+impl Placed {
+    /// Each operand in its own buffer at `offset`, every buffer ending exactly where its operand
+    /// does (so a read or write past a view's end leaves the allocation).
+    pub fn separate(q: Operand, k: Operand, v: Operand, out: Operand, lse: Operand<3>) -> Placed {
+        let (q, k, v) = (Operand { buffer: 0, ..q }, Operand { buffer: 1, ..k }, Operand { buffer: 2, ..v });
+        Placed {
+            input_lens: vec![q.end(), k.end(), v.end()],
+            q,
+            k,
+            v,
+            out,
+            out_len: out.end(),
+            lse,
+            lse_len: lse.end(),
+        }
+    }
 }
 
 fn place(c: &ForwardCase) -> Placed {
     let s = c.shape;
     let (qs, ks) = (s.q_shape(), s.kv_shape());
+    let lse = Operand::at(0, rustflash::layout::Layout::contiguous(s.lse_shape()));
+    let lse_len = lse.end();
     match c.placement {
         Placement::Contiguous => {
             let (q, k) = (Layout4::contiguous(qs), Layout4::contiguous(ks));
-            Placed { q: (0, q), k: (0, k), v: (0, k), lens: [q.numel(), k.numel(), k.numel()], shared: false }
+            Placed::separate(Operand::at(0, q), Operand::at(0, k), Operand::at(0, k), Operand::at(0, q), lse)
         }
         Placement::Packed => {
             let (h, d) = (s.heads_q, s.headdim);
             let strides = [s.seqlen_q * 3 * h * d, 3 * h * d, d, 1];
             let l = Layout4 { shape: qs, strides };
             let len = s.batch * s.seqlen_q * 3 * h * d;
-            Placed { q: (0, l), k: (h * d, l), v: (2 * h * d, l), lens: [len, 0, 0], shared: true }
+            let out = Operand::at(0, Layout4::contiguous(qs));
+            Placed {
+                input_lens: vec![len],
+                q: Operand::at(0, l),
+                k: Operand::at(h * d, l),
+                v: Operand::at(2 * h * d, l),
+                out,
+                out_len: out.end(),
+                lse,
+                lse_len,
+            }
         }
         Placement::Padded => {
             let padded = |sh: [usize; 4]| {
@@ -92,13 +154,7 @@ fn place(c: &ForwardCase) -> Placed {
                 Layout4 { shape: sh, strides: [sh[1] * row + 5, row, head, 1] }
             };
             let (q, k) = (padded(qs), padded(ks));
-            Placed {
-                q: (0, q),
-                k: (0, k),
-                v: (0, k),
-                lens: [q.required_len(), k.required_len(), k.required_len()],
-                shared: false,
-            }
+            Placed::separate(Operand::at(0, q), Operand::at(0, k), Operand::at(0, k), Operand::at(0, q), lse)
         }
     }
 }
@@ -137,50 +193,100 @@ fn sample_rows(seqlen_q: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
     rows
 }
 
-fn run<T: Element + rustflash::cudarc::driver::DeviceRepr>(c: &ForwardCase, ctx: &Context) -> TestResult {
+fn run<T: Element>(c: &ForwardCase, ctx: &Context) -> TestResult {
+    run_placed::<T>(c, &place(c), ctx)
+}
+
+/// Every element of `buf` outside the operand still holds the NaN it was poisoned with: the
+/// launch wrote nothing outside the view.
+fn untouched_outside<const N: usize>(what: &str, buf: &[f32], op: &Operand<N>) -> TestResult {
+    let mut inside = vec![false; buf.len()];
+    let l = op.layout;
+    let n = l.numel().unwrap_or(0);
+    for flat in 0..n {
+        let mut idx = [0usize; N];
+        let mut rest = flat;
+        for i in (0..N).rev() {
+            idx[i] = rest % l.shape[i];
+            rest /= l.shape[i];
+        }
+        if let Some(x) = l.offset(idx).and_then(|o| inside.get_mut(op.offset + o)) {
+            *x = true;
+        }
+    }
+    match buf.iter().zip(&inside).position(|(x, &inside)| !inside && !x.is_nan()) {
+        Some(i) => Err(fail(format!(
+            "{what}: element {i} of the buffer, outside the view, was written ({})",
+            buf[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `c`'s problem (shape, mask, tile, path, rows; not its placement) on the operands of `p`:
+/// random inputs (padding included), outputs poisoned with NaN; O and LSE checked against the
+/// float64 reference, and every output element outside the views checked to be untouched. With
+/// seqlen_k = 0 every row must be O = 0, LSE = +inf.
+pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> TestResult {
     let (device, stream) = crate::gpu::open(c.path)?;
     let fa = FlashAttention::new(device);
     let s = c.shape;
     let mut rng = ctx.rng();
-    let p = place(c);
 
     // Inputs: whole buffers of random values (padding included), so reads past a row show.
-    let bufs: Vec<Vec<T>> = p.lens.iter().map(|&n| randn(&mut rng, n)).collect();
-    let (qbuf, kbuf, vbuf) =
-        if p.shared { (&bufs[0], &bufs[0], &bufs[0]) } else { (&bufs[0], &bufs[1], &bufs[2]) };
-    let dq = upload(&stream, qbuf)?;
-    let dk = if p.shared { None } else { Some(upload(&stream, kbuf)?) };
-    let dv = if p.shared { None } else { Some(upload(&stream, vbuf)?) };
-    let out_layout = p.q.1;
+    let bufs: Vec<Vec<T>> = p.input_lens.iter().map(|&n| randn(&mut rng, n)).collect();
+    let dbufs = bufs.iter().map(|b| upload(&stream, b)).collect::<Result<Vec<_>, _>>()?;
     let nan = T::from_f32(f32::NAN);
-    let mut dout = upload(&stream, &vec![nan; out_layout.required_len()])?;
-    let lse_len = s.batch * s.heads_q * s.seqlen_q;
-    let mut dlse = upload(&stream, &vec![f32::NAN; lse_len])?;
+    let mut dout = upload(&stream, &vec![nan; p.out_len])?;
+    let mut dlse = upload(&stream, &vec![f32::NAN; p.lse_len])?;
 
-    let q = device_view(&dq, p.q);
-    let k = device_view(dk.as_ref().unwrap_or(&dq), p.k);
-    let v = device_view(dv.as_ref().unwrap_or(&dq), p.v);
-    let mut out = DeviceTensorMut { data: dout.slice_mut(0..), layout: out_layout };
+    let view = |o: &Operand| DeviceTensor { data: dbufs[o.buffer].slice(o.offset..), layout: o.layout };
+    let (q, k, v) = (view(&p.q), view(&p.k), view(&p.v));
+    let mut out = DeviceTensorMut { data: dout.slice_mut(p.out.offset..), layout: p.out.layout };
+    let mut lse = DeviceTensorMut { data: dlse.slice_mut(p.lse.offset..), layout: p.lse.layout };
     let mut options = ForwardOptions::default().causal(c.causal);
     if let Some(t) = c.tile {
         options = options.tile(t);
     }
-    fa.forward(&stream, &q, &k, &v, &mut out, &mut dlse.slice_mut(0..), &options)?;
+    fa.forward(&stream, &q, &k, &v, &mut out, &mut lse, &options)?;
     let got_o = download(&stream, &dout)?;
     let got_lse = download(&stream, &dlse)?;
+    let got_o32: Vec<f32> = got_o.iter().map(|x| x.to_f32()).collect();
+    untouched_outside("out", &got_o32, &p.out)?;
+    untouched_outside("lse", &got_lse, &p.lse)?;
 
     let rows: Vec<usize> = match c.sample_rows {
         Some(n) => sample_rows(s.seqlen_q, n, &mut rng),
         None => (0..s.seqlen_q).collect(),
     };
-    let ours: Vec<f64> = gather(&got_o, out_layout, &rows).into_iter().map(|x| x.to_f64()).collect();
-    let ours_lse: Vec<f64> = (0..s.batch * s.heads_q)
-        .flat_map(|bh| rows.iter().map(move |&r| bh * s.seqlen_q + r))
-        .map(|i| got_lse[i] as f64)
+    let ours: Vec<f64> =
+        gather(&got_o[p.out.offset..], p.out.layout, &rows).into_iter().map(|x| x.to_f64()).collect();
+    let lse_at = |b, h, r| {
+        p.lse
+            .layout
+            .offset([b, h, r])
+            .and_then(|o| got_lse.get(p.lse.offset + o))
+            .map_or(f64::NAN, |&x| x as f64)
+    };
+    let ours_lse: Vec<f64> = (0..s.batch)
+        .flat_map(|b| (0..s.heads_q).map(move |h| (b, h)))
+        .flat_map(|(b, h)| rows.iter().map(move |&r| (b, h, r)))
+        .map(|(b, h, r)| lse_at(b, h, r))
         .collect();
+    if s.seqlen_k == 0 {
+        // No key: every row is empty, as a fully masked one.
+        if let Some(i) = ours.iter().position(|&x| x != 0.0) {
+            return Err(fail(format!("seqlen_k = 0: O[{i}] = {}, expected 0", ours[i])));
+        }
+        if let Some(i) = ours_lse.iter().position(|&x| x != f64::INFINITY) {
+            return Err(fail(format!("seqlen_k = 0: LSE[{i}] = {}, expected +inf", ours_lse[i])));
+        }
+        return Ok(());
+    }
 
     let att = Attention { shape: s, softmax_scale: 1.0 / (s.headdim as f64).sqrt(), causal: c.causal };
-    let (hq, hk, hvv) = (host_view(qbuf, p.q), host_view(kbuf, p.k), host_view(vbuf, p.v));
+    let host = |o: &Operand| HostView { data: &bufs[o.buffer][o.offset..], layout: o.layout };
+    let (hq, hk, hvv) = (host(&p.q), host(&p.k), host(&p.v));
     let sel = if c.sample_rows.is_some() { Rows::Sample(rows.clone()) } else { Rows::All };
     let reference = att.forward(&hq, &hk, &hvv, &sel)?;
     let plain = att.forward_plain::<T>(&hq, &hk, &hvv, &sel)?;
@@ -196,17 +302,6 @@ fn run<T: Element + rustflash::cudarc::driver::DeviceRepr>(c: &ForwardCase, ctx:
         Tolerance::lse(&reference.lse),
     );
     report(&[o, lse])
-}
-
-fn device_view<T>(
-    buf: &rustflash::cudarc::driver::CudaSlice<T>,
-    (off, layout): (usize, Layout4),
-) -> DeviceTensor<'_, T> {
-    DeviceTensor { data: buf.slice(off..), layout }
-}
-
-fn host_view<T>(buf: &[T], (off, layout): (usize, Layout4)) -> HostView<'_, T> {
-    HostView { data: &buf[off..], layout }
 }
 
 /// Prints the ratios (the bundle's summary collects the worst) and fails on any tensor over its bound.

@@ -192,7 +192,9 @@ fn bad_inputs(_: &Context) -> TestResult {
      -> TestResult {
         let v = DeviceTensor { data: k.data.slice(0..), layout: k.layout };
         let mut out = DeviceTensorMut::contiguous(obuf.slice_mut(0..), out_shape);
-        let r = fa.forward(&stream, &q, &k, &v, &mut out, &mut lse.slice_mut(0..lse_len), &opts);
+        let [b, sq, hq, _] = q.layout.shape;
+        let mut lse = DeviceTensorMut::new(lse.slice_mut(0..lse_len), [b, hq, sq], [hq * sq, sq, 1]);
+        let r = fa.forward(&stream, &q, &k, &v, &mut out, &mut lse, &opts);
         match r {
             Err(Error::InvalidArgument { argument: a, .. }) if a == argument => {
                 println!("    {what}: {}", r.unwrap_err());
@@ -207,19 +209,20 @@ fn bad_inputs(_: &Context) -> TestResult {
     expect("heads_q not a multiple of heads_kv", "k", t([1, 8, 6, 64]), t([1, 8, 4, 64]), [1, 8, 6, 64], 64)?;
     expect("out shaped unlike q", "out", t([1, 8, 4, 64]), t([1, 8, 4, 64]), [1, 8, 4, 32], 64)?;
     expect("lse too short", "lse", t([1, 8, 4, 64]), t([1, 8, 4, 64]), [1, 8, 4, 64], 31)?;
-    expect("q larger than its buffer", "q", t([1, 4096, 8, 64]), t([1, 8, 8, 64]), [1, 8, 8, 64], 4096)?;
+    expect("q larger than its buffer", "q", t([1, 4096, 8, 64]), t([1, 8, 8, 64]), [1, 4096, 8, 64], 4096)?;
     let strided = DeviceTensor::new(buf.slice(0..), [1, 8, 4, 64], [2048, 256, 64, 2]);
     expect("last dim not contiguous", "q", strided, t([1, 8, 4, 64]), [1, 8, 4, 64], 64)?;
 
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
     let mut out = DeviceTensorMut::contiguous(obuf.slice_mut(0..), [1, 8, 4, 64]);
+    let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..), [1, 4, 8]);
     let r = volta.forward(
         &stream,
         &t([1, 8, 4, 64]),
         &t([1, 8, 4, 64]),
         &t([1, 8, 4, 64]),
         &mut out,
-        &mut lse.slice_mut(0..),
+        &mut lse,
         &opts,
     );
     ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
@@ -262,15 +265,8 @@ fn offsets_beyond_2_pow_31(ctx: &Context) -> TestResult {
     };
     let (q, k, v) = (view(0), view(1), view(2));
     let mut o = DeviceTensorMut { data: out.slice_mut(0..), layout: layout(0).1 };
-    fa.forward(
-        &stream,
-        &q,
-        &k,
-        &v,
-        &mut o,
-        &mut lse.slice_mut(0..),
-        &ForwardOptions::default().causal(true),
-    )?;
+    let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..), [b, h, s]);
+    fa.forward(&stream, &q, &k, &v, &mut o, &mut lse, &ForwardOptions::default().causal(true))?;
     let got = stream.clone_dtoh(&out.slice(batch_stride..batch_stride + s * row))?;
     // Batch 1 alone, as a one-batch problem on the host copy.
     let one = |part: usize| HostView {

@@ -1,11 +1,10 @@
 //! Attention forward: `O = softmax(scale · Q Kᵀ + mask) V`, and the log-sum-exp of each row.
 
-use super::dispatch;
+use super::validate::{ForwardLens, ForwardPlan};
 use crate::error::{DriverContext, Error, Result};
-use crate::layout::Layout4;
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
 use crate::{Device, Element, KernelPath};
-use cudarc::driver::{CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, sys};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, sys};
 use rustflash_abi::{ForwardParams, ForwardTile};
 use std::ffi::c_void;
 
@@ -13,7 +12,8 @@ use std::ffi::c_void;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ForwardOptions {
-    /// Multiplies `Q Kᵀ` before the softmax; default `1 / sqrt(headdim)`.
+    /// Multiplies `Q Kᵀ` before the softmax; default `1 / sqrt(headdim)`. Must be finite with
+    /// `scale · log2(e)` finite (|scale| < 2.36e38); 0 and negative values are allowed.
     pub softmax_scale: Option<f32>,
     /// Causal masking aligned to the bottom right: query `i` sees key `j` when
     /// `j <= i + seqlen_k − seqlen_q`. Rows that see no key give O = 0 and LSE = +inf.
@@ -37,15 +37,16 @@ impl ForwardOptions {
     }
 }
 
-/// Raw operands of [`FlashAttention::forward_raw`]: device addresses with layouts, and the LSE
-/// buffer (contiguous f32, `batch · heads_q · seqlen_q`).
-#[derive(Clone, Copy, Debug)]
+/// Raw operands of [`FlashAttention::forward_raw`]: device addresses with layouts. `q`, `k`,
+/// `v`, `out` are `(batch, seqlen, heads, headdim)` tensors of the call's element type; `lse` is
+/// the `(batch, heads_q, seqlen_q)` f32 log-sum-exp, with any strides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawForward {
     pub q: RawTensor,
     pub k: RawTensor,
     pub v: RawTensor,
     pub out: RawTensor,
-    pub lse: u64,
+    pub lse: RawTensor<3>,
 }
 
 /// Exact attention on one GPU. Cheap to clone, `Send + Sync`; launches go on the caller's
@@ -57,7 +58,7 @@ pub struct RawForward {
 /// | caller | rustflash |
 /// | --- | --- |
 /// | `flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=s, causal=c)` | `fa.forward(stream, &q, &k, &v, &mut out, &mut lse, &ForwardOptions::default().softmax_scale(s).causal(c))` |
-/// | `candle_flash_attn::flash_attn(&q, &k, &v, s, c)` | the same; `out` is allocated by the caller, `lse` is returned through `lse` |
+/// | `candle_flash_attn::flash_attn(&q, &k, &v, s, c)` | the same; `out` is allocated by the caller, the log-sum-exp (FlashAttention's `softmax_lse`, `(batch, heads_q, seqlen_q)` f32) is written to `lse` |
 ///
 /// Dropout is not supported (`dropout_p` must be 0); `softmax_scale = None` is FlashAttention's
 /// default `1 / sqrt(headdim)`.
@@ -75,245 +76,133 @@ impl FlashAttention {
         &self.device
     }
 
-    /// Forward attention.
+    /// Forward attention: `out = softmax(scale · q kᵀ + mask) v` and the natural log-sum-exp of
+    /// each row of scores into `lse`.
     ///
     /// - `q`: `(batch, seqlen_q, heads_q, headdim)`; `k`, `v`: `(batch, seqlen_k, heads_kv,
-    ///   headdim)` with `heads_q` a multiple of `heads_kv` (GQA/MQA); `headdim` 1..=256; every
-    ///   size at least 1; any strides with the last one 1.
-    /// - `out`: like `q`; `lse`: at least `batch · heads_q · seqlen_q` f32, written as
-    ///   `(batch, heads_q, seqlen_q)`, natural log.
+    ///   headdim)` with `heads_q` a multiple of `heads_kv` (GQA/MQA); `headdim` 1..=256; strides
+    ///   anything with the last one 1 (any when `headdim` is 1); inputs may overlap each other.
+    /// - `out`: `(batch, seqlen_q, heads_q, headdim)` like `q`; `lse`: `(batch, heads_q, seqlen_q)`
+    ///   f32 with any strides. Neither may overlap itself, the other or an input.
+    /// - Every view must lie inside its `data` (which may be longer).
+    /// - Empty problems are valid: batch, seqlen_q or heads_q 0 launches nothing; seqlen_k 0
+    ///   writes O = 0 and LSE = +inf (as rows that causal masking leaves without keys).
     ///
-    /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument for
-    /// any shape, stride, size or buffer-length mismatch; [`Error::Unsupported`] on a kernel path
-    /// without forward kernels (Volta); [`Error::SharedMemoryLimit`] if no tile fits; driver
-    /// errors from the launch.
+    /// The checks are [`ForwardPlan::new`]'s, with the buffers' lengths; `stream` must belong to
+    /// this device's context.
+    ///
+    /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument at
+    /// fault (`q`, `k`, `v`, `out`, `lse`, `stream`, `options.softmax_scale`, `options.tile`) for
+    /// any shape, stride, size, offset, alignment, overlap or buffer-length violation;
+    /// [`Error::SharedMemoryLimit`] if no tile (or not the forced one) fits;
+    /// [`Error::Unsupported`] on a kernel path without forward kernels (Volta); driver errors
+    /// from loading the kernel or the launch.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward<T: Element + cudarc::driver::DeviceRepr>(
+    pub fn forward<T: Element>(
         &self,
         stream: &CudaStream,
         q: &DeviceTensor<'_, T>,
         k: &DeviceTensor<'_, T>,
         v: &DeviceTensor<'_, T>,
         out: &mut DeviceTensorMut<'_, T>,
-        lse: &mut CudaViewMut<'_, f32>,
+        lse: &mut DeviceTensorMut<'_, f32, 3>,
         options: &ForwardOptions,
     ) -> Result<()> {
-        check_buffer("q", &q.layout, q.data.len())?;
-        check_buffer("k", &k.layout, k.data.len())?;
-        check_buffer("v", &v.layout, v.data.len())?;
-        check_buffer("out", &out.layout, out.data.len())?;
-        let [b, sq, hq, _] = q.layout.shape;
-        if lse.len() < b * sq * hq {
+        let (ours, theirs) = (self.device.context(), stream.context());
+        if **ours != **theirs {
             return Err(Error::invalid(
-                "lse",
-                format!("at least batch·heads_q·seqlen_q = {} f32", b * sq * hq),
-                lse.len(),
+                "stream",
+                format!("a stream of this device's context (device {})", ours.ordinal()),
+                format!("a stream of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
             ));
         }
+        let lens = ForwardLens {
+            q: q.data.len(),
+            k: k.data.len(),
+            v: v.data.len(),
+            out: out.data.len(),
+            lse: lse.data.len(),
+        };
         let (qp, _gq) = q.data.device_ptr(stream);
         let (kp, _gk) = k.data.device_ptr(stream);
         let (vp, _gv) = v.data.device_ptr(stream);
         let (op, _go) = out.data.device_ptr_mut(stream);
-        let (lp, _gl) = lse.device_ptr_mut(stream);
-        let raw = RawForward {
+        let (lp, _gl) = lse.data.device_ptr_mut(stream);
+        let args = RawForward {
             q: RawTensor { ptr: qp, layout: q.layout },
             k: RawTensor { ptr: kp, layout: k.layout },
             v: RawTensor { ptr: vp, layout: v.layout },
             out: RawTensor { ptr: op, layout: out.layout },
-            lse: lp,
+            lse: RawTensor { ptr: lp, layout: lse.layout },
         };
-        // SAFETY: the pointers come from live views whose lengths were checked above.
-        unsafe { self.forward_raw::<T>(stream.cu_stream(), &raw, options) }
+        let plan = self.plan::<T>(&args, Some(&lens), options)?;
+        // SAFETY: the addresses come from live views of this context, each view checked to lie
+        // inside its buffer; the stream belongs to the context; the guards above keep the
+        // buffers' events ordered around the launch.
+        unsafe { self.launch(stream.cu_stream(), plan) }
     }
 
     /// [`FlashAttention::forward`] on raw device addresses and a raw stream, for frameworks
-    /// that own their memory. Checks everything but the buffers' lengths.
+    /// that own their memory. Checks everything [`FlashAttention::forward`] does (shapes, sizes,
+    /// offsets, alignment of every address including `lse`'s, overlaps of the outputs) except
+    /// what it cannot see: the buffers' lengths and the stream's context.
     ///
     /// # Safety
-    /// Every address is a device allocation of this GPU's context holding the elements its
-    /// layout names (and `lse` its `batch · heads_q · seqlen_q` f32); `stream` belongs to the
-    /// context; the buffers stay alive until the launch completes.
+    /// Every non-empty view is inside a device allocation of this GPU's context (from its address
+    /// to its highest element, as its layout names them); `stream` is a stream of that context
+    /// (or null, the legacy default stream); the memory stays allocated, and is not written by
+    /// anything else, until the launch completes.
     pub unsafe fn forward_raw<T: Element>(
         &self,
         stream: sys::CUstream,
         args: &RawForward,
         options: &ForwardOptions,
     ) -> Result<()> {
-        let plan = self.plan::<T>(args, options)?;
-        let f = self.device.kernel(plan.kernel, plan.shared_bytes)?;
+        let plan = self.plan::<T>(args, None, options)?;
+        // SAFETY: the caller guarantees the addresses, the memory and the stream.
+        unsafe { self.launch(stream, plan) }
+    }
+
+    /// The checks of [`ForwardPlan::new`] on this device; `None` when there is nothing to launch.
+    fn plan<T: Element>(
+        &self,
+        args: &RawForward,
+        lens: Option<&ForwardLens>,
+        options: &ForwardOptions,
+    ) -> Result<Option<ForwardPlan>> {
+        let plan = ForwardPlan::new::<T>(args, lens, options, self.device.info().shared_memory_per_block)?;
+        let path = self.device.path();
+        if plan.is_some() && path == KernelPath::Volta {
+            return Err(Error::Unsupported { operation: "forward attention", path });
+        }
+        Ok(plan)
+    }
+
+    /// Launches `plan` on `stream` (nothing for `None`).
+    ///
+    /// # Safety
+    /// The plan's addresses are valid for what it launches, on `stream`, a stream of this
+    /// device's context.
+    unsafe fn launch(&self, stream: sys::CUstream, plan: Option<ForwardPlan>) -> Result<()> {
+        let Some(plan) = plan else { return Ok(()) };
+        let c = plan.config;
+        let f = self.device.kernel(c.name, c.shared_bytes())?;
         self.device.context().bind_to_thread().during("making the context current")?;
         let mut params = plan.params;
         let mut arg = [&mut params as *mut ForwardParams as *mut c_void];
         // SAFETY: the kernel takes one `ForwardParams` by value, which `arg` points to; the
-        // caller guarantees the addresses inside it.
+        // caller guarantees the addresses inside it. Shared memory is below the device's limit
+        // (`kernel` checked it), so the cast is exact.
         unsafe {
             cudarc::driver::result::launch_kernel(
                 f.cu_function(),
                 (plan.blocks, 1, 1),
-                (plan.threads, 1, 1),
-                plan.shared_bytes as u32,
+                (c.threads() as u32, 1, 1),
+                c.shared_bytes() as u32,
                 stream,
                 &mut arg,
             )
         }
         .during("launching the forward kernel")
-    }
-
-    fn plan<T: Element>(&self, a: &RawForward, options: &ForwardOptions) -> Result<Plan> {
-        let [b, sq, hq, d] = a.q.layout.shape;
-        let [bk, sk, hkv, dk] = a.k.layout.shape;
-        if a.q.layout.shape.contains(&0) {
-            return Err(Error::invalid(
-                "q",
-                "every size at least 1",
-                format!("shape {:?}", a.q.layout.shape),
-            ));
-        }
-        if d > 256 {
-            return Err(Error::invalid("q", "head dim 1..=256", d));
-        }
-        if bk != b || dk != d || sk == 0 || hkv == 0 {
-            return Err(Error::invalid(
-                "k",
-                format!("shape ({b}, seqlen_k >= 1, heads_kv >= 1, {d})"),
-                format!("{:?}", a.k.layout.shape),
-            ));
-        }
-        if hq % hkv != 0 {
-            return Err(Error::invalid("k", format!("heads_kv dividing heads_q = {hq}"), hkv));
-        }
-        if a.v.layout.shape != a.k.layout.shape {
-            return Err(Error::invalid(
-                "v",
-                format!("the shape of k, {:?}", a.k.layout.shape),
-                format!("{:?}", a.v.layout.shape),
-            ));
-        }
-        if a.out.layout.shape != a.q.layout.shape {
-            return Err(Error::invalid(
-                "out",
-                format!("the shape of q, {:?}", a.q.layout.shape),
-                format!("{:?}", a.out.layout.shape),
-            ));
-        }
-        for (name, t) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("out", &a.out)] {
-            if t.layout.strides[3] != 1 {
-                return Err(Error::invalid(
-                    name,
-                    "a contiguous last dimension (stride 1)",
-                    format!("strides {:?}", t.layout.strides),
-                ));
-            }
-            if t.ptr % 2 != 0 {
-                return Err(Error::invalid(
-                    name,
-                    "an address aligned to its 2-byte element",
-                    format!("{:#x}", t.ptr),
-                ));
-            }
-        }
-        if [sq, sk, hq, hkv, b].iter().any(|&x| x > u32::MAX as usize) {
-            return Err(Error::invalid("q", "sizes below 2^32", format!("{:?}", a.q.layout.shape)));
-        }
-        let path = self.device.path();
-        if path == KernelPath::Volta {
-            return Err(Error::Unsupported { operation: "forward attention", path });
-        }
-        let config = dispatch::select(T::DTYPE, d, options.tile, self.device.info().shared_memory_per_block)?;
-        let num_m_blocks = config.m_blocks(sq);
-        let blocks = num_m_blocks as u64 * hq as u64 * b as u64;
-        if blocks > i32::MAX as u64 {
-            return Err(Error::invalid(
-                "q",
-                format!("at most {} blocks of {} query rows", i32::MAX, config.block_m),
-                blocks,
-            ));
-        }
-        let scale = options.softmax_scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let strides = |l: &Layout4| [l.strides[0] as u64, l.strides[1] as u64, l.strides[2] as u64];
-        let params = ForwardParams {
-            q: a.q.ptr,
-            k: a.k.ptr,
-            v: a.v.ptr,
-            o: a.out.ptr,
-            lse: a.lse,
-            q_strides: strides(&a.q.layout),
-            k_strides: strides(&a.k.layout),
-            v_strides: strides(&a.v.layout),
-            o_strides: strides(&a.out.layout),
-            lse_strides: [(hq * sq) as u64, sq as u64, 1],
-            seqlen_q: sq as u32,
-            seqlen_k: sk as u32,
-            heads_q: hq as u32,
-            group: (hq / hkv) as u32,
-            head_dim: d as u32,
-            num_m_blocks: num_m_blocks as u32,
-            causal: options.causal as u32,
-            load_bytes: load_width(&[&a.q, &a.k, &a.v]),
-            store_bytes: load_width(&[&a.out]),
-            scale_log2: scale * std::f32::consts::LOG2_E,
-        };
-        Ok(Plan {
-            kernel: config.name,
-            blocks: blocks as u32,
-            threads: config.threads() as u32,
-            shared_bytes: config.shared_bytes(),
-            params,
-        })
-    }
-}
-
-struct Plan {
-    kernel: &'static str,
-    blocks: u32,
-    threads: u32,
-    shared_bytes: usize,
-    params: ForwardParams,
-}
-
-/// The widest global load (16, 8, 4 or 2 bytes) that every input address and stride allows.
-fn load_width(inputs: &[&RawTensor]) -> u32 {
-    [16u64, 8, 4]
-        .into_iter()
-        .find(|&w| {
-            inputs
-                .iter()
-                .all(|t| t.ptr % w == 0 && t.layout.strides[..3].iter().all(|&s| (2 * s as u64) % w == 0))
-        })
-        .unwrap_or(2) as u32
-}
-
-fn check_buffer(name: &'static str, layout: &Layout4, len: usize) -> Result<()> {
-    let need = layout.required_len();
-    if need > len {
-        return Err(Error::invalid(
-            name,
-            format!(
-                "a buffer of at least {need} elements for shape {:?} and strides {:?}",
-                layout.shape, layout.strides
-            ),
-            len,
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(ptr: u64, strides: [usize; 4]) -> RawTensor {
-        RawTensor { ptr, layout: Layout4 { shape: [1, 4, 2, 8], strides } }
-    }
-
-    #[test]
-    fn load_width_follows_alignment() {
-        let c = [64, 16, 8, 1];
-        assert_eq!(load_width(&[&raw(0x1000, c)]), 16);
-        assert_eq!(load_width(&[&raw(0x1008, c)]), 8);
-        // An odd head dim packed: seq stride 3·59, head stride 59 elements.
-        assert_eq!(load_width(&[&raw(0x1000, [1000, 177, 59, 1])]), 2);
-        assert_eq!(load_width(&[&raw(0x1000, [1000, 178, 60, 1])]), 4);
-        assert_eq!(load_width(&[&raw(0x1000, [1000, 180, 60, 1])]), 8);
     }
 }

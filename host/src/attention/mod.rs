@@ -2,6 +2,8 @@
 
 mod dispatch;
 mod forward;
+mod validate;
 
 pub use forward::{FlashAttention, ForwardOptions, RawForward};
-pub use rustflash_abi::ForwardTile;
+pub use rustflash_abi::{ForwardConfig, ForwardParams, ForwardTile};
+pub use validate::{ForwardLens, ForwardPlan};
