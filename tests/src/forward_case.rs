@@ -313,3 +313,89 @@ pub fn report(comparisons: &[Comparison]) -> TestResult {
         None => Ok(()),
     }
 }
+
+/// A random valid layout of `shape`: the dimensions in a random order in memory (the last one
+/// innermost and contiguous when `contiguous_last`), each level padded by 0 to 4 elements now
+/// and then — odd head dims in wider pitches, transposed and strided views.
+pub fn random_layout<const N: usize>(
+    rng: &mut Rng,
+    shape: [usize; N],
+    contiguous_last: bool,
+) -> rustflash::layout::Layout<N> {
+    let mut order: Vec<usize> = (0..N).collect();
+    let outer = if contiguous_last { N - 1 } else { N };
+    for i in (1..outer).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let pad = |rng: &mut Rng| if rng.next_u64() % 2 == 0 { 0 } else { (rng.next_u64() % 5) as usize };
+    let mut strides = [0usize; N];
+    // Innermost first: the contiguous last dimension, or a random one with stride 1 to 3.
+    let mut extent = 1usize;
+    for (level, &dim) in order.iter().rev().enumerate() {
+        let stride = if level == 0 {
+            if contiguous_last { 1 } else { 1 + (rng.next_u64() % 3) as usize }
+        } else {
+            extent + pad(rng)
+        };
+        strides[dim] = stride;
+        extent = stride * shape[dim].max(1);
+    }
+    rustflash::layout::Layout { shape, strides }
+}
+
+/// Random valid operands for `shape`: random layouts ([`random_layout`]), each tensor at a random
+/// element offset in its buffer and ending exactly at the buffer's end; now and then K and V
+/// interleaved in one buffer (a KV cache), or Q, K and V packed in one (equal lengths and heads).
+pub fn random_placed(rng: &mut Rng, s: AttentionShape) -> Placed {
+    let offset = |rng: &mut Rng| if rng.next_u64() % 3 == 0 { 0 } else { (rng.next_u64() % 9) as usize };
+    let (qs, ks) = (s.q_shape(), s.kv_shape());
+    let lse = Operand::at(offset(rng), random_layout(rng, s.lse_shape(), false));
+    let out = Operand::at(offset(rng), random_layout(rng, qs, true));
+    let pitch =
+        |rng: &mut Rng| s.headdim + if rng.next_u64() % 2 == 0 { 0 } else { (rng.next_u64() % 4) as usize };
+    match rng.next_u64() % 4 {
+        // (b, s, [q|k|v], h, pitch): one buffer.
+        0 if s.seqlen_q == s.seqlen_k && s.heads_q == s.heads_kv => {
+            let p = pitch(rng);
+            let row = 3 * s.heads_q * p;
+            let strides = [s.seqlen_q * row, row, p, 1];
+            let off = offset(rng);
+            let part = |i: usize| Operand {
+                buffer: 0,
+                offset: off + i * s.heads_q * p,
+                layout: Layout4 { shape: qs, strides },
+            };
+            let (q, k, v) = (part(0), part(1), part(2));
+            Placed { input_lens: vec![v.end()], q, k, v, out, out_len: out.end(), lse, lse_len: lse.end() }
+        }
+        // (b, sk, [k|v], h_kv, pitch): K and V in one buffer.
+        1 => {
+            let q = Operand { buffer: 0, ..Operand::at(offset(rng), random_layout(rng, qs, true)) };
+            let p = pitch(rng);
+            let row = 2 * s.heads_kv * p;
+            let strides = [s.seqlen_k * row, row, p, 1];
+            let off = offset(rng);
+            let part = |i: usize| Operand {
+                buffer: 1,
+                offset: off + i * s.heads_kv * p,
+                layout: Layout4 { shape: ks, strides },
+            };
+            let (k, v) = (part(0), part(1));
+            Placed {
+                input_lens: vec![q.end(), v.end()],
+                q,
+                k,
+                v,
+                out,
+                out_len: out.end(),
+                lse,
+                lse_len: lse.end(),
+            }
+        }
+        _ => {
+            let mut op = |shape| Operand::at(offset(rng), random_layout(rng, shape, true));
+            let (q, k, v) = (op(qs), op(ks), op(ks));
+            Placed::separate(q, k, v, out, lse)
+        }
+    }
+}

@@ -158,9 +158,7 @@ impl<'a> View<'a> {
         }
         // Now every offset fits in 63 bits: u64 arithmetic below cannot overflow.
         let max = self.max_offset(self.shape).unwrap_or(0) as u64;
-        if let Some(len) = self.len
-            && max >= len as u64
-        {
+        if let Some(len) = self.len.filter(|&len| max >= len as u64) {
             return Err(Error::invalid(
                 self.name,
                 format!("a buffer of at least {} elements for its {}", max + 1, self.describe()),
@@ -350,7 +348,7 @@ impl ForwardPlan {
             return Err(Error::invalid(
                 "options.softmax_scale",
                 "a finite scale whose product with log2(e) is finite (|scale| < 2.36e38)",
-                scale,
+                format!("{scale:?}"),
             ));
         }
         if b == 0 || sq == 0 || hq == 0 {
