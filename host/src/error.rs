@@ -21,7 +21,11 @@ pub enum Error {
     SharedMemoryLimit { kernel: String, requested: usize, limit: usize },
     /// The operation has no kernels on this path yet.
     Unsupported { operation: &'static str, path: KernelPath },
-    /// An argument is not what the call expects.
+    /// An argument is not what the call expects. `argument` names the one at fault, as the
+    /// call's parameter (`q`, `k`, `v`, `out`, `lse`, `stream`) or option
+    /// (`options.softmax_scale`, `options.tile`) is named; `expected` states the rule and `got`
+    /// what was given (shapes and strides as given, never a value computed from them that could
+    /// have wrapped).
     InvalidArgument { argument: &'static str, expected: String, got: String },
     /// A CUDA driver call failed.
     Driver { during: &'static str, error: DriverError },

@@ -234,11 +234,12 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
     let mut rng = ctx.rng();
 
     // Inputs: whole buffers of random values (padding included), so reads past a row show.
-    let bufs: Vec<Vec<T>> = p.input_lens.iter().map(|&n| randn(&mut rng, n)).collect();
+    // (At least one element: an allocation cannot be empty; an empty view reads nothing.)
+    let bufs: Vec<Vec<T>> = p.input_lens.iter().map(|&n| randn(&mut rng, n.max(1))).collect();
     let dbufs = bufs.iter().map(|b| upload(&stream, b)).collect::<Result<Vec<_>, _>>()?;
     let nan = T::from_f32(f32::NAN);
-    let mut dout = upload(&stream, &vec![nan; p.out_len])?;
-    let mut dlse = upload(&stream, &vec![f32::NAN; p.lse_len])?;
+    let mut dout = upload(&stream, &vec![nan; p.out_len.max(1)])?;
+    let mut dlse = upload(&stream, &vec![f32::NAN; p.lse_len.max(1)])?;
 
     let view = |o: &Operand| DeviceTensor { data: dbufs[o.buffer].slice(o.offset..), layout: o.layout };
     let (q, k, v) = (view(&p.q), view(&p.k), view(&p.v));

@@ -6,30 +6,8 @@
 //! All arithmetic on caller input is checked (`checked_*` in 64 bits, or 128 bits where a product
 //! of two 64-bit values is formed); nothing wraps.
 //!
-//! # The rules for one view
-//! A view of shape `n` and strides `s` (in elements) at address `ptr` addresses the elements
-//! `ptr + e · Σ idx[i] · s[i]` for `idx < n`, `e` the element size. Strides are unsigned, so the
-//! lowest addressed element is `idx = 0`, at `ptr`, and the highest is at
-//! `ptr + e · Σ (n[i] − 1) · s[i]`. A dimension of size 1 contributes nothing whatever its
-//! stride, and the kernel is given stride 0 for it. An empty view (a size 0) addresses nothing:
-//! none of the following applies to it and the kernel reads or writes nothing through it.
-//! 1. A contiguous last dimension where the kernel assumes one (Q, K, V, O: stride 1 unless the
-//!    head dim is 1).
-//! 2. Every byte offset the kernel may form below 2^63 (so it fits an `i64`): the highest
-//!    element's, and that of the highest element of the padded box the kernel tiles — rows
-//!    rounded up to its tile, the head dim up to its bucket. `ptr` plus that offset stays below
-//!    2^64.
-//! 3. With a known buffer length `len` (elements from `ptr`): the highest element's offset is
-//!    below `len`.
-//! 4. `ptr` is a multiple of the element size.
-//! 5. An output addresses each of its elements at a different place. The test is sufficient, as
-//!    PyTorch's: over the dimensions of size at least 2, sorted by stride, each stride exceeds the
-//!    highest offset spanned by the dimensions before it (every row-major, column-major or
-//!    permuted layout, padded or not, passes; a stride 0 on a dimension of size 2 or more, or
-//!    strides that interleave, fail — some interleavings that happen to be injective too).
-//! 6. An output shares no byte with any other non-empty operand, input or output: their
-//!    address ranges `[lowest, highest]` (bytes) are disjoint. Inputs may overlap each other
-//!    (q, k and v packed in one buffer).
+//! The rules are documented on [`ForwardPlan::new`]; [`View::check`] and [`check_views`] state
+//! them for any operand.
 
 use super::dispatch;
 use super::forward::{ForwardOptions, RawForward};
@@ -286,13 +264,39 @@ impl ForwardPlan {
     /// - Then, unless the problem is empty: the sizes the kernel holds in 32 bits — seqlen_q and
     ///   seqlen_k, each rounded up to its tile (`q`, `k`), heads_q (`q`) — and the grid,
     ///   `batch · heads_q · ⌈seqlen_q / block_m⌉` blocks, at most 2^31 − 1 (`q`).
-    /// - Every view: the rules of the [module documentation](self) (extent, offsets below 2^63,
-    ///   buffer length, alignment — 2 bytes for `T`, 4 for the f32 `lse` — and, for `out` and
-    ///   `lse`, no overlap with themselves, each other or any input). With seqlen_k = 0, `k` and
-    ///   `v` are empty and not read: the launch writes O = 0 and LSE = +inf.
+    /// - Every view: the rules for one view below (extent, offsets below 2^63, buffer length,
+    ///   alignment — 2 bytes for `T`, 4 for the f32 `lse` — and, for `out` and `lse`, no overlap
+    ///   with themselves, each other or any input). With seqlen_k = 0, `k` and `v` are empty and
+    ///   not read: the launch writes O = 0 and LSE = +inf.
     ///
     /// A forced tile that does not fit `shared_memory_per_block` (or none that does) is
-    /// [`Error::SharedMemoryLimit`].
+    /// [`Error::SharedMemoryLimit`]. All arithmetic on the arguments is checked (64-bit
+    /// `checked_*`, or 128 bits where two 64-bit values are multiplied): nothing wraps.
+    ///
+    /// # The rules for one view
+    /// A view of shape `n` and strides `s` (in elements) at address `ptr` addresses the elements
+    /// `ptr + e · Σ idx[i] · s[i]` for `idx < n`, `e` the element size. Strides are unsigned, so the
+    /// lowest addressed element is `idx = 0`, at `ptr`, and the highest is at
+    /// `ptr + e · Σ (n[i] − 1) · s[i]`. A dimension of size 1 contributes nothing whatever its
+    /// stride, and the kernel is given stride 0 for it. An empty view (a size 0) addresses nothing:
+    /// none of the following applies to it and the kernel reads or writes nothing through it.
+    /// 1. A contiguous last dimension where the kernel assumes one (Q, K, V, O: stride 1 unless the
+    ///    head dim is 1).
+    /// 2. Every byte offset the kernel may form below 2^63 (so it fits an `i64`): the highest
+    ///    element's, and that of the highest element of the padded box the kernel tiles — rows
+    ///    rounded up to its tile, the head dim up to its bucket. `ptr` plus that offset stays below
+    ///    2^64.
+    /// 3. With a known buffer length `len` (elements from `ptr`): the highest element's offset is
+    ///    below `len`.
+    /// 4. `ptr` is a multiple of the element size.
+    /// 5. An output addresses each of its elements at a different place. The test is sufficient, as
+    ///    PyTorch's: over the dimensions of size at least 2, sorted by stride, each stride exceeds the
+    ///    highest offset spanned by the dimensions before it (every row-major, column-major or
+    ///    permuted layout, padded or not, passes; a stride 0 on a dimension of size 2 or more, or
+    ///    strides that interleave, fail — some interleavings that happen to be injective too).
+    /// 6. An output shares no byte with any other non-empty operand, input or output: their
+    ///    address ranges `[lowest, highest]` (bytes) are disjoint. Inputs may overlap each other
+    ///    (q, k and v packed in one buffer).
     pub fn new<T: Element>(
         args: &RawForward,
         lens: Option<&ForwardLens>,
