@@ -54,6 +54,7 @@ pub struct RawTensor<const N: usize = 4> {
 }
 
 impl<const N: usize> RawTensor<N> {
+    /// The tensor of `shape` and `strides` (in elements) whose element `(0, .., 0)` is at `ptr`.
     pub fn new(ptr: u64, shape: [usize; N], strides: [usize; N]) -> Self {
         RawTensor { ptr, layout: Layout { shape, strides } }
     }

@@ -135,7 +135,8 @@ fn place(c: &ForwardCase) -> Placed {
             let strides = [s.seqlen_q * 3 * h * d, 3 * h * d, d, 1];
             let l = Layout4 { shape: qs, strides };
             let len = s.batch * s.seqlen_q * 3 * h * d;
-            let out = Operand::at(0, Layout4::contiguous(qs));
+            // out with the same packed strides, in a buffer of its own.
+            let out = Operand::at(0, l);
             Placed {
                 input_lens: vec![len],
                 q: Operand::at(0, l),
