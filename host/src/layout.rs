@@ -69,9 +69,16 @@ impl<const N: usize> Layout<N> {
         Layout { shape, strides }
     }
 
+    /// The offset of `idx` in elements, `Σ idx[i] · strides[i]`, saturating at `usize::MAX`
+    /// (an offset no slice holds, so indexing with it fails rather than wrapping to another
+    /// element). [`Layout::checked_offset`] also checks `idx` against the shape.
+    pub fn offset(&self, idx: [usize; N]) -> usize {
+        idx.iter().zip(&self.strides).fold(0usize, |acc, (&i, &s)| acc.saturating_add(i.saturating_mul(s)))
+    }
+
     /// The offset of `idx` in elements; `None` when an index is out of its dimension or the
     /// offset overflows `usize`.
-    pub fn offset(&self, idx: [usize; N]) -> Option<usize> {
+    pub fn checked_offset(&self, idx: [usize; N]) -> Option<usize> {
         let mut offset = 0usize;
         for ((&i, &n), &s) in idx.iter().zip(&self.shape).zip(&self.strides) {
             if i >= n {
@@ -131,7 +138,7 @@ impl<'a, T: Copy> HostView<'a, T> {
 
     /// Element `idx`, or `None` when `idx` is outside the shape or its offset outside `data`.
     pub fn get(&self, idx: [usize; 4]) -> Option<T> {
-        self.data.get(self.layout.offset(idx)?).copied()
+        self.data.get(self.layout.checked_offset(idx)?).copied()
     }
 
     /// Element `idx`.
@@ -190,9 +197,10 @@ mod tests {
     #[test]
     fn offsets_are_checked() {
         let l = Layout { shape: [2, 3], strides: [usize::MAX, 1] };
-        assert_eq!(l.offset([0, 2]), Some(2));
-        assert_eq!(l.offset([1, 1]), None);
-        assert_eq!(l.offset([0, 3]), None);
+        assert_eq!(l.checked_offset([0, 2]), Some(2));
+        assert_eq!(l.checked_offset([1, 1]), None);
+        assert_eq!(l.checked_offset([0, 3]), None);
+        assert_eq!(l.offset([1, 1]), usize::MAX);
         let v = HostView { data: &[1, 2, 3][..], layout: Layout4::contiguous([1, 1, 1, 4]) };
         assert_eq!(v.get([0, 0, 0, 2]), Some(3));
         assert_eq!(v.get([0, 0, 0, 3]), None);

@@ -211,7 +211,7 @@ fn untouched_outside<const N: usize>(what: &str, buf: &[f32], op: &Operand<N>) -
             idx[i] = rest % l.shape[i];
             rest /= l.shape[i];
         }
-        if let Some(x) = l.offset(idx).and_then(|o| inside.get_mut(op.offset + o)) {
+        if let Some(x) = l.checked_offset(idx).and_then(|o| inside.get_mut(op.offset + o)) {
             *x = true;
         }
     }
@@ -266,7 +266,7 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
     let lse_at = |b, h, r| {
         p.lse
             .layout
-            .offset([b, h, r])
+            .checked_offset([b, h, r])
             .and_then(|o| got_lse.get(p.lse.offset + o))
             .map_or(f64::NAN, |&x| x as f64)
     };

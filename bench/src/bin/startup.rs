@@ -45,7 +45,7 @@ fn run(main_start: Instant, before_main: Option<Duration>) -> Result<(), String>
         &DeviceTensor::contiguous(k.slice(0..), shape),
         &DeviceTensor::contiguous(v.slice(0..), shape),
         &mut DeviceTensorMut::contiguous(out.slice_mut(0..), shape),
-        &mut lse.slice_mut(0..),
+        &mut DeviceTensorMut::contiguous(lse.slice_mut(0..), [shape[0], shape[2], shape[1]]),
         &ForwardOptions::default(),
     )
     .map_err(err)?;
