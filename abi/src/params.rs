@@ -3,8 +3,13 @@
 /// Everything the attention forward kernel reads. Addresses are device addresses in bytes;
 /// strides are in elements, 64-bit, so tensors of more than 2^31 elements work. Shapes:
 /// Q, O `(batch, seqlen_q, heads_q, d)`; K, V `(batch, seqlen_k, heads_kv, d)`; LSE
-/// `(batch, heads_q, seqlen_q)` f32. The host has checked that every element these name lies
-/// inside its buffer and that every offset fits in 63 bits.
+/// `(batch, heads_q, seqlen_q)` f32.
+///
+/// What the host guarantees (`host/src/attention/validate.rs`): every element these name lies
+/// inside its buffer; every byte offset of the padded box the kernel tiles (rows rounded up to
+/// the block, the head dim to its bucket) is below 2^63; the padded sequence lengths fit in
+/// `u32`; the stride of a dimension of size 1 is 0; `group >= 1`; when `seqlen_k` is 0, `k` and
+/// `v` are not checked at all (not even aligned), so the kernel must not touch them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ForwardParams {
