@@ -16,20 +16,14 @@ macro_rules! special_register {
 special_register! {
     /// `%tid.x`
     thread_idx_x => _thread_idx_x;
-    /// `%tid.y`
-    thread_idx_y => _thread_idx_y;
     /// `%ctaid.x`
     block_idx_x => _block_idx_x;
     /// `%ctaid.y`
     block_idx_y => _block_idx_y;
-    /// `%ctaid.z`
-    block_idx_z => _block_idx_z;
     /// `%ntid.x`
     block_dim_x => _block_dim_x;
     /// `%nctaid.x`
     grid_dim_x => _grid_dim_x;
-    /// `%nctaid.y`
-    grid_dim_y => _grid_dim_y;
 }
 
 /// The lane of the calling thread in its warp (0..32), for 1-D blocks.

@@ -20,20 +20,6 @@ pub unsafe fn block_barrier() {
     unsafe { asm!("bar.sync 0;") }
 }
 
-/// `bar.sync id, threads`: waits for `threads` threads (a multiple of 32) of the block on
-/// barrier `id` (1..16), so groups of warps can synchronise without the whole block.
-///
-/// # Safety
-/// `id` is below 16 and `threads` a nonzero multiple of 32, no more than the block has; exactly
-/// `threads` threads (whole warps, every lane of each) reach this call with the same `id` and
-/// `threads`, and barrier `id` is not used with another count at the same time.
-#[inline(always)]
-pub unsafe fn named_barrier(id: u32, threads: u32) {
-    // SAFETY: as for `block_barrier`; the caller keeps `id` and `threads` consistent and brings
-    // exactly `threads` threads.
-    unsafe { asm!("bar.sync {id}, {n};", id = in(reg32) id, n = in(reg32) threads) }
-}
-
 /// `bar.warp.sync`: reconverges the 32 lanes of the warp and orders their memory accesses.
 ///
 /// # Safety
