@@ -423,7 +423,7 @@ fn random_stride(rng: &mut Rng, current: usize) -> usize {
         2 => rng.next_u64() as usize,
         3 => current.wrapping_neg(), // "negative"
         4 => current.saturating_mul(2),
-        5 => current + 1,
+        5 => current.wrapping_add(1),
         6 => current.saturating_sub(1),
         _ => below(rng, 500) as usize,
     }
@@ -512,11 +512,14 @@ fn mutate(rng: &mut Rng, c: &mut Call) {
             strides[j] = random_stride(rng, strides[j]);
         }
         // Misaligned by 1 to 3 bytes.
-        3 => *dims(c, i).2 += 1 + below(rng, 3),
+        3 => {
+            let p = dims(c, i).2;
+            *p = p.wrapping_add(1 + below(rng, 3));
+        }
         // Near the top of the address space.
         4 => *dims(c, i).2 = u64::MAX - below(rng, 1 << 16),
         // At, or a few elements into, another operand.
-        5 => *dims(c, i).2 = ptrs[below(rng, 5) as usize] + 2 * below(rng, 64),
+        5 => *dims(c, i).2 = ptrs[below(rng, 5) as usize].wrapping_add(2 * below(rng, 64)),
         // Out in place of q.
         6 => c.args.out = c.args.q,
         // One buffer length: short, empty, random, huge.
@@ -640,7 +643,7 @@ fn mutate(rng: &mut Rng, c: &mut Call) {
         15 => {
             let [_, sq, hq, _] = c.args.q.layout.shape;
             let m = sq.div_ceil(pick(rng, &[64, 128])).max(1);
-            let b = (i32::MAX as usize / (hq.max(1) * m)) + below(rng, 2) as usize;
+            let b = (i32::MAX as usize / hq.max(1).saturating_mul(m)).saturating_add(below(rng, 2) as usize);
             let a = &mut c.args;
             for l in [&mut a.q.layout, &mut a.k.layout, &mut a.v.layout, &mut a.out.layout] {
                 l.shape[0] = b;
