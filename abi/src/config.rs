@@ -53,7 +53,8 @@ pub struct ForwardConfig {
     /// Keys per K/V tile.
     pub block_n: usize,
     pub warps: usize,
-    /// K/V tiles in shared memory at once, per operand.
+    /// K/V tiles in shared memory at once, per operand. 1 in every row: the mainloop keeps one
+    /// K and one V tile (FlashAttention-2's schedule), and the kernels refuse other values.
     pub kv_stages: usize,
     pub tile: ForwardTile,
     /// The kernel's `.entry` name.

@@ -4,6 +4,7 @@
 //! apart: the kernels' entry points and the host's dispatch are both generated from
 //! [`forward_configs!`].
 #![no_std]
+#![warn(missing_docs)]
 
 mod config;
 mod params;

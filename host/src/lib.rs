@@ -5,6 +5,8 @@
 //! Turing), `sm_80` (Ampere and newer) and `sm_90a` (Hopper) and embeds the PTX here. A
 //! [`Device`] picks the module for its GPU ([`KernelPath::native`]) or one forced by the caller.
 
+#![warn(missing_docs)]
+
 mod attention;
 mod device;
 mod element;

@@ -12,8 +12,6 @@
 pub mod kernel_attrs;
 
 pub mod attention;
-// The element types are those of `mma.sync` for now; the Volta path will widen this.
-#[cfg(target_feature = "sm_80")]
 pub mod element;
 // Kernels only the tests and the benchmark launch: built with the `testing` feature, never shipped.
 #[cfg(feature = "testing")]

@@ -182,7 +182,7 @@ pub unsafe extern "ptx-kernel" fn selftest_ldmatrix(src: *const u32, out: *mut u
 /// One whole warp calls it; `a` holds 128 words, `bt` 64, `c` 128 f32.
 #[cfg(target_feature = "sm_80")]
 #[inline(always)]
-unsafe fn mma_tile<T: crate::primitives::mma::MmaInput>(a: *const u32, bt: *const u32, c: *mut f32) {
+unsafe fn mma_tile<T: crate::element::Element>(a: *const u32, bt: *const u32, c: *mut f32) {
     let (g, t) = ((lane_id() / 4) as usize, (lane_id() % 4) as usize);
     // Row r, element pair p (columns 2p, 2p+1) of a 16-wide matrix of halves: word 8r + p.
     // SAFETY: `r < 16` and `p < 8` for A, `r < 8` for Bᵀ: inside the caller's matrices.

@@ -315,8 +315,9 @@ fn no_keys(ctx: &Context) -> TestResult {
     Ok(())
 }
 
-/// A stream of another context on the same GPU: an error naming `stream`. A second `Device`
-/// handle of the same GPU shares its primary context: accepted.
+/// A stream of another context on the same GPU: an error naming `stream`; a buffer of that
+/// context with our stream: an error naming the buffer. A second `Device` handle of the same GPU
+/// shares its primary context: accepted.
 fn other_context(_: &Context) -> TestResult {
     let (fa, stream) = setup()?;
     let (s, h, d) = (8usize, 2usize, 64usize);
@@ -331,24 +332,29 @@ fn other_context(_: &Context) -> TestResult {
     // SAFETY: `raw` is a live context of device `ours.ordinal()`, handed over.
     let other = unsafe { CudaContext::from_raw_context(ours.ordinal(), ours.cu_device(), raw) }?;
     let foreign = other.new_stream()?;
+    let alien = upload(&foreign, &vec![f16::ONE; s * h * d])?;
     let t = || DeviceTensor::contiguous(input.slice(0..), [1, s, h, d]);
-    let mut call = |stream: &CudaStream| {
+    let a = || DeviceTensor::contiguous(alien.slice(0..), [1, s, h, d]);
+    let mut call = |stream: &CudaStream, k_elsewhere: bool| {
         fa.forward(
             stream,
             &t(),
-            &t(),
+            &if k_elsewhere { a() } else { t() },
             &t(),
             &mut DeviceTensorMut::contiguous(out.slice_mut(0..), [1, s, h, d]),
             &mut DeviceTensorMut::contiguous(lse.slice_mut(0..), [1, h, s]),
             &ForwardOptions::default(),
         )
     };
-    expect_invalid("a stream of another context", call(&foreign), "stream")?;
+    expect_invalid("a stream of another context", call(&foreign, false), "stream")?;
+    // A buffer of the other context with our stream: an error naming that buffer.
+    expect_invalid("k in another context", call(&stream, true), "k")?;
+    let again = rustflash::Device::with_path(0, KernelPath::Ampere)?.new_stream()?;
+    call(&again, false)?;
+    again.synchronize()?;
+    drop(alien);
     drop(foreign);
     drop(other);
-    let again = rustflash::Device::with_path(0, KernelPath::Ampere)?.new_stream()?;
-    call(&again)?;
-    again.synchronize()?;
     Ok(())
 }
 

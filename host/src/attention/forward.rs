@@ -4,9 +4,10 @@ use super::validate::{ForwardLens, ForwardPlan};
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
 use crate::{Device, Element, KernelPath};
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, sys};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, sys};
 use rustflash_abi::{ForwardParams, ForwardTile};
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// Options of [`FlashAttention::forward`]. Build with [`ForwardOptions::default`] and the setters.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -115,6 +116,25 @@ impl FlashAttention {
                 format!("a stream of this device's context (device {})", ours.ordinal()),
                 format!("a stream of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
             ));
+        }
+        // Each buffer must live in this device's context too: an address of another GPU's
+        // allocation would be meaningless (or another buffer) here.
+        let views: [(&'static str, &Arc<CudaStream>); 5] = [
+            ("q", q.data.stream()),
+            ("k", k.data.stream()),
+            ("v", v.data.stream()),
+            ("out", out.data.stream()),
+            ("lse", lse.data.stream()),
+        ];
+        for (name, owner) in views {
+            let theirs = owner.context();
+            if **ours != **theirs {
+                return Err(Error::invalid(
+                    name,
+                    format!("a buffer of this device's context (device {})", ours.ordinal()),
+                    format!("a buffer of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
+                ));
+            }
         }
         let lens = ForwardLens {
             q: q.data.len(),

@@ -113,8 +113,14 @@ impl<'a> View<'a> {
             ));
         }
         let e = self.elem_bytes as u128;
-        // The highest offset of the padded box bounds every other: reach >= shape.
-        let formed = self.max_offset(self.reach).and_then(|m| m.checked_add(1)?.checked_mul(e));
+        // The highest offset of the padded box bounds every other; taking the larger of it and
+        // the view's own highest offset keeps that true even for a caller whose reach is
+        // smaller than the shape, so the u64 arithmetic below cannot truncate.
+        let formed = self
+            .max_offset(self.reach)
+            .zip(self.max_offset(self.shape))
+            .map(|(padded, exact)| padded.max(exact))
+            .and_then(|m| m.checked_add(1)?.checked_mul(e));
         let Some(formed) = formed.filter(|&b| b <= OFFSET_LIMIT) else {
             let exact = match self.max_offset(self.shape).and_then(|m| m.checked_mul(e)) {
                 Some(b) => format!("its highest element at byte offset {b}"),

@@ -2,6 +2,7 @@
 //! Q, O and the LSE and its head's K and V start. The only part that knows how batches are laid
 //! out: variable-length batches (cumulative sequence offsets) change this file alone.
 
+use crate::element::Element;
 use rustflash_abi::ForwardParams;
 
 /// One block's place in the problem.
@@ -39,30 +40,31 @@ impl BlockInfo {
         }
     }
 
-    /// Byte address of element `(batch, seq, head, 0)` of a tensor of 2-byte elements.
+    /// Byte address of element `(batch, seq, head, 0)` of a tensor of `T`.
     #[inline(always)]
-    fn at(base: u64, strides: &[u64; 3], batch: u32, seq: u32, head: u32) -> u64 {
-        base + 2 * (batch as u64 * strides[0] + seq as u64 * strides[1] + head as u64 * strides[2])
+    fn at<T: Element>(base: u64, strides: &[u64; 3], batch: u32, seq: u32, head: u32) -> u64 {
+        base + T::BYTES as u64
+            * (batch as u64 * strides[0] + seq as u64 * strides[1] + head as u64 * strides[2])
     }
 
     /// The block's first query row of Q.
     #[inline(always)]
-    pub fn q_rows(&self, p: &ForwardParams) -> *const u8 {
-        Self::at(p.q, &p.q_strides, self.batch, self.m0, self.head) as *const u8
+    pub fn q_rows<T: Element>(&self, p: &ForwardParams) -> *const u8 {
+        Self::at::<T>(p.q, &p.q_strides, self.batch, self.m0, self.head) as *const u8
     }
 
     /// The block's first query row of O.
     #[inline(always)]
-    pub fn o_rows(&self, p: &ForwardParams) -> *mut u8 {
-        Self::at(p.o, &p.o_strides, self.batch, self.m0, self.head) as *mut u8
+    pub fn o_rows<T: Element>(&self, p: &ForwardParams) -> *mut u8 {
+        Self::at::<T>(p.o, &p.o_strides, self.batch, self.m0, self.head) as *mut u8
     }
 
     /// Key 0 of the block's K/V head, in K and in V.
     #[inline(always)]
-    pub fn kv_start(&self, p: &ForwardParams) -> (*const u8, *const u8) {
+    pub fn kv_start<T: Element>(&self, p: &ForwardParams) -> (*const u8, *const u8) {
         (
-            Self::at(p.k, &p.k_strides, self.batch, 0, self.kv_head) as *const u8,
-            Self::at(p.v, &p.v_strides, self.batch, 0, self.kv_head) as *const u8,
+            Self::at::<T>(p.k, &p.k_strides, self.batch, 0, self.kv_head) as *const u8,
+            Self::at::<T>(p.v, &p.v_strides, self.batch, 0, self.kv_head) as *const u8,
         )
     }
 

@@ -78,10 +78,11 @@ pub unsafe fn store<
     let mut c = l;
     while c < rows * chunks {
         let (r, chunk) = (warp_row + c / chunks, c % chunks);
-        if r < dst.rows {
+        let valid = dst.cols.saturating_sub(8 * chunk).min(8);
+        // Rows past the sequence and chunks past the head dim are neither written nor addressed.
+        if r < dst.rows && valid > 0 {
             // SAFETY: chunk of one of the warp's rows.
             let v = unsafe { shared::ld_shared_v4(tile.chunk_addr(r, chunk)) };
-            let valid = dst.cols.saturating_sub(8 * chunk).min(8);
             // SAFETY: row r exists; elements `8 chunk .. 8 chunk + valid` of it are writable.
             unsafe {
                 let p = dst.o.add(r as usize * dst.o_stride as usize + 16 * chunk as usize);

@@ -7,7 +7,7 @@ use super::kv_source::KvSource;
 use super::mainloop::{self, Operands};
 use super::mask::Mask;
 use super::smem_tile::SmemTile;
-use super::tile_load::GlobalTile;
+use super::tile_load::{GlobalTile, load_tile};
 use super::warp_mma::WarpMma;
 use crate::element::Element;
 use crate::primitives::cp_async::{commit_group, wait_group};
@@ -23,13 +23,14 @@ use rustflash_abi::ForwardParams;
 /// (Rust cannot yet compute array lengths from const parameters).
 ///
 /// # Safety
-/// `p` describes valid tensors (the host checks shapes, strides, buffer bounds and alignment);
-/// launched with `THREADS` threads, `num_m_blocks · heads_q · batch` blocks and
-/// `2 D (BM + 2 BN)` bytes of dynamic shared memory; `1 <= head_dim <= D`.
+/// `p` describes valid tensors (the host checks shapes, strides, buffer bounds and alignment:
+/// see `ForwardParams`); launched with `THREADS` threads, `num_m_blocks · heads_q · batch`
+/// blocks and the configuration row's `shared_bytes()` of dynamic shared memory (the Q tile,
+/// one K and one V tile); `1 <= head_dim <= D`.
 #[inline(always)]
 pub unsafe fn forward<
     T: Element,
-    M: WarpMma<ARegs = [u32; 4]>,
+    M: WarpMma,
     const D: usize,
     const BM: usize,
     const BN: usize,
@@ -53,12 +54,12 @@ pub unsafe fn forward<
     let smem = SmemTile::<D> { base: shared::dynamic_smem_base() };
     let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<D>::bytes(BM)));
     let v_tile = k_tile.offset(SmemTile::<D>::bytes(BN));
-    let (k, v) = block.kv_start(p);
+    let (k, v) = block.kv_start::<T>(p);
     let kv = KvSource {
         k,
         v,
-        k_stride: 2 * p.k_strides[1],
-        v_stride: 2 * p.v_strides[1],
+        k_stride: T::BYTES as u64 * p.k_strides[1],
+        v_stride: T::BYTES as u64 * p.v_strides[1],
         seqlen_k: block.seqlen_k,
     };
 
@@ -68,23 +69,18 @@ pub unsafe fn forward<
     let scale = p.scale_log2.abs().max(f32::MIN_POSITIVE);
     if key_tiles > 0 {
         let q = GlobalTile {
-            src: block.q_rows(p),
-            row_stride: 2 * p.q_strides[1],
+            src: block.q_rows::<T>(p),
+            row_stride: T::BYTES as u64 * p.q_strides[1],
             rows_valid: block.rows,
             cols_valid: p.head_dim,
         };
         // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's
         // first barrier.
-        unsafe { mainloop::load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
-        let last = kv.tile::<BN>(key_tiles - 1);
-        let g = GlobalTile {
-            src: last.k,
-            row_stride: kv.k_stride,
-            rows_valid: last.rows,
-            cols_valid: p.head_dim,
-        };
+        unsafe { load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
         // SAFETY: as above, for the K rows of the last needed tile.
-        unsafe { mainloop::load_tile::<BN, D, THREADS>(k_tile, g, p.load_bytes) };
+        unsafe {
+            load_tile::<BN, D, THREADS>(k_tile, kv.k_tile::<BN>(key_tiles - 1, p.head_dim), p.load_bytes)
+        };
         commit_group();
 
         // The softmax needs a positive scale (zero becomes the smallest normal, so hidden scores
@@ -111,8 +107,8 @@ pub unsafe fn forward<
     };
 
     let dst = Destination {
-        o: block.o_rows(p),
-        o_stride: 2 * p.o_strides[1],
+        o: block.o_rows::<T>(p),
+        o_stride: T::BYTES as u64 * p.o_strides[1],
         width: p.store_bytes,
         lse: block.lse_rows(p),
         lse_stride: p.lse_strides[2],

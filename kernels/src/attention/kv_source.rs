@@ -2,6 +2,8 @@
 //! how keys are stored: a paged KV cache (a block table mapping key tiles to pages) changes this
 //! file alone.
 
+use super::tile_load::GlobalTile;
+
 /// K and V of one head: `seqlen_k` rows each, `stride` bytes apart.
 #[derive(Clone, Copy)]
 pub struct KvSource {
@@ -21,6 +23,20 @@ pub struct KvTile {
 }
 
 impl KvSource {
+    /// The K rows of key tile `j`, `cols` columns each, as the tile loads take them.
+    #[inline(always)]
+    pub fn k_tile<const BN: usize>(&self, j: u32, cols: u32) -> GlobalTile {
+        let t = self.tile::<BN>(j);
+        GlobalTile { src: t.k, row_stride: self.k_stride, rows_valid: t.rows, cols_valid: cols }
+    }
+
+    /// The V rows of key tile `j`.
+    #[inline(always)]
+    pub fn v_tile<const BN: usize>(&self, j: u32, cols: u32) -> GlobalTile {
+        let t = self.tile::<BN>(j);
+        GlobalTile { src: t.v, row_stride: self.v_stride, rows_valid: t.rows, cols_valid: cols }
+    }
+
     /// Key tile `j` (keys `j · BN .. (j + 1) · BN`); `j · BN < seqlen_k`.
     #[inline(always)]
     pub fn tile<const BN: usize>(&self, j: u32) -> KvTile {

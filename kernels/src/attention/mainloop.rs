@@ -17,7 +17,7 @@ use super::kv_source::KvSource;
 use super::mask::Mask;
 use super::online_softmax::OnlineSoftmax;
 use super::smem_tile::SmemTile;
-use super::tile_load::{GlobalTile, load_checked, load_full};
+use super::tile_load::load_tile;
 use super::warp_mma::{KMajor, MnMajor, Origin, WarpMma};
 use crate::element::Element;
 use crate::primitives::cp_async::{commit_group, wait_group};
@@ -46,26 +46,6 @@ pub struct Accumulated<const MT: usize, const DT: usize, const R: usize> {
     pub softmax: OnlineSoftmax<R>,
 }
 
-/// Copies a K or V tile: the full path when the tile is whole and 16-byte aligned.
-///
-/// # Safety
-/// As for [`load_full`] / [`load_checked`]; every thread of the block calls it.
-#[inline(always)]
-pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>(
-    tile: SmemTile<D>,
-    g: GlobalTile,
-    width: u32,
-) {
-    // SAFETY: forwarded; the branch is uniform over the block.
-    unsafe {
-        if g.rows_valid == ROWS as u32 && g.cols_valid == D as u32 && width == 16 {
-            load_full::<ROWS, D, THREADS>(tile, g)
-        } else {
-            load_checked::<ROWS, D, THREADS>(tile, g, width)
-        }
-    }
-}
-
 /// Runs the key tiles `0 .. key_tiles` (K of the last one already issued by the caller, Q
 /// loaded) and returns the warp's accumulators.
 ///
@@ -75,7 +55,7 @@ pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>
 #[inline(always)]
 pub unsafe fn run<
     T: Element,
-    M: WarpMma<ARegs = [u32; 4]>,
+    M: WarpMma,
     const D: usize,
     const BN: usize,
     const THREADS: usize,
@@ -112,7 +92,7 @@ pub unsafe fn run<
 #[inline(always)]
 unsafe fn step<
     T: Element,
-    M: WarpMma<ARegs = [u32; 4]>,
+    M: WarpMma,
     const MASK: bool,
     const D: usize,
     const BN: usize,
@@ -129,15 +109,11 @@ unsafe fn step<
     state: &mut Accumulated<MT, DT, R>,
     j: u32,
 ) {
-    let tile = o.kv.tile::<BN>(j);
-    let kv_rows =
-        |src, stride| GlobalTile { src, row_stride: stride, rows_valid: tile.rows, cols_valid: o.cols };
-
     wait_group::<0>();
     // SAFETY: every thread of the block reaches this barrier (uniform loop bounds).
     unsafe { sync::block_barrier() };
-    // SAFETY: the V buffer is free (barrier above); rows `tile.rows` of V are readable.
-    unsafe { load_tile::<BN, D, THREADS>(o.v, kv_rows(tile.v, o.kv.v_stride), o.width) };
+    // SAFETY: the V buffer is free (barrier above); the tile's V rows are readable.
+    unsafe { load_tile::<BN, D, THREADS>(o.v, o.kv.v_tile::<BN>(j, o.cols), o.width) };
     commit_group();
 
     let mut s = [[[0.0f32; 4]; NT]; MT];
@@ -180,20 +156,8 @@ unsafe fn step<
     // SAFETY: as above.
     unsafe { sync::block_barrier() };
     if j > 0 {
-        let next = o.kv.tile::<BN>(j - 1);
         // SAFETY: every warp is done with K_j (barrier above); K_j−1's rows are readable.
-        unsafe {
-            load_tile::<BN, D, THREADS>(
-                o.k,
-                GlobalTile {
-                    src: next.k,
-                    row_stride: o.kv.k_stride,
-                    rows_valid: next.rows,
-                    cols_valid: o.cols,
-                },
-                o.width,
-            )
-        };
+        unsafe { load_tile::<BN, D, THREADS>(o.k, o.kv.k_tile::<BN>(j - 1, o.cols), o.width) };
         commit_group();
     }
     // SAFETY: V_j is in shared memory and visible.

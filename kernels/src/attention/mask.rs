@@ -54,10 +54,12 @@ impl Mask {
         key: impl Fn(usize) -> u32,
     ) {
         for (r, row) in rows.iter_mut().enumerate() {
-            // Visible keys of this row, counted from the tile's first key (may be <= 0).
-            let limit = self.key_limit(query(r)) as i32 - n0 as i32;
+            // Visible keys of this row counted from the tile's first key, clamped to
+            // 0..=i32::MAX in 64-bit arithmetic: tile offsets `key(c)` are small, so the
+            // per-element test is one 32-bit compare, exact for any sequence length.
+            let limit = (self.key_limit(query(r)) as i64 - n0 as i64).clamp(0, i32::MAX as i64) as u32;
             for (c, s) in row.iter_mut().enumerate() {
-                if key(c) as i32 >= limit {
+                if key(c) >= limit {
                     *s = f32::NEG_INFINITY;
                 }
             }

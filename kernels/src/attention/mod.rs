@@ -20,13 +20,11 @@
 //! | entry points, one per configuration row | `entries` | |
 
 pub mod block_info;
+#[cfg(target_feature = "sm_80")]
 pub mod kv_source;
 pub mod mask;
 pub mod online_softmax;
 pub mod smem_tile;
-// The matrix-multiply trait and the element trait build on the `mma.sync` element types for
-// now; the Volta path will lift both out of the `sm_80` gate.
-#[cfg(target_feature = "sm_80")]
 pub mod warp_mma;
 
 #[cfg(target_feature = "sm_80")]

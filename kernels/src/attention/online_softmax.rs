@@ -54,7 +54,9 @@ impl<const ROWS: usize> OnlineSoftmax<ROWS> {
     }
 
     /// Per row: the factor that normalises the output (0 for a row that saw no key) and the
-    /// natural-log LSE (+inf for such a row).
+    /// natural-log LSE (+inf for such a row). A row whose scaled scores overflowed f32 (a
+    /// maximum of +inf: every `2^(s c − max)` is then 0) gives NaN, as a softmax over an infinite
+    /// score does, never the silent "saw no key" result.
     #[inline(always)]
     pub fn finish(&self, row_sum: impl Fn(f32) -> f32) -> [(f32, f32); ROWS] {
         let mut out = [(0.0, f32::INFINITY); ROWS];
@@ -62,6 +64,8 @@ impl<const ROWS: usize> OnlineSoftmax<ROWS> {
             let l = row_sum(self.sum[r]);
             if l > 0.0 {
                 *row = (1.0 / l, (self.max[r] + log2_approx(l)) * core::f32::consts::LN_2);
+            } else if self.max[r] == f32::INFINITY {
+                *row = (f32::NAN, f32::NAN);
             }
         }
         out

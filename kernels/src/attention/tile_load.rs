@@ -29,6 +29,27 @@ pub struct GlobalTile {
     pub cols_valid: u32,
 }
 
+/// Copies a tile by the path it allows: [`load_full`] when the tile is whole and 16-byte
+/// aligned, [`load_checked`] otherwise.
+///
+/// # Safety
+/// As for [`load_full`] / [`load_checked`]; every thread of the block calls it.
+#[inline(always)]
+pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>(
+    tile: SmemTile<D>,
+    g: GlobalTile,
+    width: u32,
+) {
+    // SAFETY: forwarded; the branch is uniform over the block.
+    unsafe {
+        if g.rows_valid == ROWS as u32 && g.cols_valid == D as u32 && width == 16 {
+            load_full::<ROWS, D, THREADS>(tile, g)
+        } else {
+            load_checked::<ROWS, D, THREADS>(tile, g, width)
+        }
+    }
+}
+
 /// Copies a whole `ROWS x D` tile with 16-byte `cp.async`s, `THREADS` threads sharing it.
 ///
 /// # Safety

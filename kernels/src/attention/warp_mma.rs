@@ -5,8 +5,10 @@
 //! each `[f32; 4]` in the m16n8 accumulator layout (lane `l`, `g = l / 4`, `t = l % 4`: rows `g`
 //! and `g + 8`, columns `2t` and `2t + 1`). `mma.sync` produces that layout directly, and so does
 //! each warp of a Hopper `wgmma` warpgroup; a family whose fragments are opaque (Volta's WMMA)
-//! implements the trait by staging its results through shared memory. Everything above this
-//! part (mask, online softmax, epilogue) reads accumulators only through [`WarpMma::position`].
+//! implements the trait by staging its results through shared memory. That layout is part of
+//! the trait's contract: the mainloop and the epilogue index accumulator elements by it
+//! ([`WarpMma::position`] names each element's row and column) and combine a row's values
+//! across the four lanes that hold it.
 //!
 //! Operands come from swizzled shared-memory tiles ([`SmemTile`]) in either orientation, which
 //! covers the products of the forward and the backward:

@@ -9,33 +9,8 @@
 
 use core::arch::asm;
 
-/// A 16-bit floating-point input type of the tensor cores.
-pub trait MmaInput {
-    /// Selects the `bf16` form of the instruction.
-    const IS_BF16: bool;
-    /// Rounds `(lo, hi)` to this type and packs them as one fragment register.
-    fn pack(lo: f32, hi: f32) -> u32;
-}
-
-/// IEEE half precision.
-pub enum F16 {}
-/// bfloat16.
-pub enum Bf16 {}
-
-impl MmaInput for F16 {
-    const IS_BF16: bool = false;
-    #[inline(always)]
-    fn pack(lo: f32, hi: f32) -> u32 {
-        crate::primitives::convert::pack_f16x2(lo, hi)
-    }
-}
-impl MmaInput for Bf16 {
-    const IS_BF16: bool = true;
-    #[inline(always)]
-    fn pack(lo: f32, hi: f32) -> u32 {
-        crate::primitives::convert::pack_bf16x2(lo, hi)
-    }
-}
+use crate::element::Element;
+pub use crate::element::{Bf16, F16};
 
 /// `acc += A * B` for one m16n8k16 tile, inputs of type `T`, f32 accumulation.
 ///
@@ -43,7 +18,7 @@ impl MmaInput for Bf16 {
 /// run. Not yet an `unsafe fn` (its callers in `attention/` are being rewritten): that
 /// requirement is the caller's.
 #[inline(always)]
-pub fn mma_m16n8k16<T: MmaInput>(acc: [f32; 4], a: [u32; 4], b: [u32; 2]) -> [f32; 4] {
+pub fn mma_m16n8k16<T: Element>(acc: [f32; 4], a: [u32; 4], b: [u32; 2]) -> [f32; 4] {
     let [mut d0, mut d1, mut d2, mut d3] = acc;
     // SAFETY: register-only; `pure, nomem` lets LLVM schedule independent products freely. The
     // whole warp must execute it (see above); its callers ensure that.
