@@ -9,14 +9,18 @@
 /// The element type of Q, K, V and O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
+    /// IEEE 754 half precision (`half::f16`): 5 exponent bits, 10 mantissa bits.
     F16,
+    /// bfloat16 (`half::bf16`): 8 exponent bits, 7 mantissa bits.
     Bf16,
 }
 
 impl Dtype {
+    /// The size of one element in bytes (2 for both types).
     pub const fn bytes(self) -> usize {
         2
     }
+    /// `"f16"` or `"bf16"`, as the kernels' names spell it.
     pub const fn name(self) -> &'static str {
         match self {
             Dtype::F16 => "f16",
@@ -45,6 +49,7 @@ impl ForwardTile {
 /// One forward kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForwardConfig {
+    /// The element type of Q, K, V and O this kernel reads and writes.
     pub dtype: Dtype,
     /// Head-dim bucket: a multiple of 32 up to 256.
     pub head_dim: usize,
@@ -52,16 +57,19 @@ pub struct ForwardConfig {
     pub block_m: usize,
     /// Keys per K/V tile.
     pub block_n: usize,
+    /// Warps per block; the block has `32 · warps` threads.
     pub warps: usize,
     /// K/V tiles in shared memory at once, per operand. 1 in every row: the mainloop keeps one
     /// K and one V tile (FlashAttention-2's schedule), and the kernels refuse other values.
     pub kv_stages: usize,
+    /// The tile class this row belongs to.
     pub tile: ForwardTile,
     /// The kernel's `.entry` name.
     pub name: &'static str,
 }
 
 impl ForwardConfig {
+    /// Threads per block: `32 · warps`.
     pub const fn threads(&self) -> usize {
         32 * self.warps
     }

@@ -13,20 +13,31 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ForwardParams {
+    /// Device address, in bytes, of Q's element `(0, 0, 0, 0)`.
     pub q: u64,
+    /// Device address, in bytes, of K's element `(0, 0, 0, 0)`.
     pub k: u64,
+    /// Device address, in bytes, of V's element `(0, 0, 0, 0)`.
     pub v: u64,
+    /// Device address, in bytes, of O's element `(0, 0, 0, 0)`.
     pub o: u64,
+    /// Device address, in bytes, of the LSE's element `(0, 0, 0)`.
     pub lse: u64,
     /// Strides of (batch, seq, head); the head dimension is contiguous.
     pub q_strides: [u64; 3],
+    /// Strides of K's (batch, seq, head), in elements; the head dimension is contiguous.
     pub k_strides: [u64; 3],
+    /// Strides of V's (batch, seq, head), in elements; the head dimension is contiguous.
     pub v_strides: [u64; 3],
+    /// Strides of O's (batch, seq, head), in elements; the head dimension is contiguous.
     pub o_strides: [u64; 3],
     /// Strides of (batch, head, seq) of the LSE, in f32 elements.
     pub lse_strides: [u64; 3],
+    /// Query rows per (batch, head): the sequence length of Q, O and the LSE.
     pub seqlen_q: u32,
+    /// Keys per (batch, K/V head); when 0 the kernel writes O = 0 and LSE = +inf.
     pub seqlen_k: u32,
+    /// Query heads (also O's and the LSE's); the grid is `batch · heads_q · num_m_blocks` blocks.
     pub heads_q: u32,
     /// Query heads per K/V head (`heads_q / heads_kv`, GQA/MQA).
     pub group: u32,

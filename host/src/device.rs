@@ -19,14 +19,20 @@ use std::time::{Duration, Instant};
 /// What the library reads off a GPU once, for tile choices and launch checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// The CUDA device ordinal, as given to [`Device::new`].
     pub ordinal: usize,
+    /// The name the driver reports, e.g. `NVIDIA H100 80GB HBM3`.
     pub name: String,
+    /// Compute capability `(major, minor)`, e.g. `(9, 0)` for the H100.
     pub compute_capability: (u32, u32),
+    /// The number of streaming multiprocessors (SMs).
     pub multiprocessors: u32,
     /// The most dynamic shared memory one block may use once its kernel opts in
     /// (T4 64 KB, RTX 30/40 99 KB, A100 163 KB, H100 227 KB).
     pub shared_memory_per_block: usize,
+    /// Shared memory of one multiprocessor in bytes, split among the blocks resident on it.
     pub shared_memory_per_multiprocessor: usize,
+    /// The most threads one block may have.
     pub max_threads_per_block: u32,
 }
 
@@ -114,10 +120,13 @@ impl Device {
         Ok(Device { inner: Arc::new(inner) })
     }
 
+    /// What was read off the GPU when this handle was opened.
     pub fn info(&self) -> &DeviceInfo {
         &self.inner.info
     }
 
+    /// The kernel path this device's launches use: the native one, or the one forced by
+    /// [`Device::with_path`].
     pub fn path(&self) -> KernelPath {
         self.inner.path
     }

@@ -22,8 +22,11 @@ pub trait Element:
     const MANTISSA_BITS: u32;
     /// The kernels' name for this type: selects the rows of the kernel configuration table.
     const DTYPE: rustflash_abi::Dtype;
+    /// This value as f32 (exact).
     fn to_f32(self) -> f32;
+    /// `x` rounded to the nearest value of this type (ties to even).
     fn from_f32(x: f32) -> Self;
+    /// This value as f64 (exact).
     fn to_f64(self) -> f64 {
         self.to_f32() as f64
     }

@@ -4,33 +4,81 @@ use crate::KernelPath;
 use cudarc::driver::DriverError;
 use std::fmt;
 
+/// Why a rustflash call failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The NVIDIA driver library (`libcuda.so` / `nvcuda.dll`) could not be loaded.
     NoDriver,
     /// The driver reports no GPU with this ordinal.
-    NoDevice { ordinal: usize, count: usize },
+    NoDevice {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// The number of GPUs the driver reports (valid ordinals are `0..count`).
+        count: usize,
+    },
     /// The GPU is older than compute capability 7.0 (Volta).
-    UnsupportedDevice { ordinal: usize, name: String, compute_capability: (u32, u32) },
+    UnsupportedDevice {
+        /// The GPU's ordinal.
+        ordinal: usize,
+        /// The GPU's name, as the driver reports it.
+        name: String,
+        /// The GPU's compute capability `(major, minor)`.
+        compute_capability: (u32, u32),
+    },
     /// A forced kernel path that this GPU cannot run (e.g. Hopper's on a GPU other than 9.0).
-    PathUnavailable { path: KernelPath, compute_capability: (u32, u32) },
+    PathUnavailable {
+        /// The path that was forced.
+        path: KernelPath,
+        /// The GPU's compute capability `(major, minor)`.
+        compute_capability: (u32, u32),
+    },
     /// The PTX module of `path` has no kernel of that name (not built for that architecture).
-    MissingKernel { kernel: String, path: KernelPath },
+    MissingKernel {
+        /// The kernel's `.entry` name.
+        kernel: String,
+        /// The path whose module was searched.
+        path: KernelPath,
+    },
     /// A launch asks for more dynamic shared memory than the GPU gives one block.
-    SharedMemoryLimit { kernel: String, requested: usize, limit: usize },
+    SharedMemoryLimit {
+        /// The kernel's `.entry` name.
+        kernel: String,
+        /// The dynamic shared memory the launch needs, in bytes per block.
+        requested: usize,
+        /// The GPU's per-block limit, in bytes ([`crate::DeviceInfo::shared_memory_per_block`]).
+        limit: usize,
+    },
     /// The operation has no kernels on this path yet.
-    Unsupported { operation: &'static str, path: KernelPath },
+    Unsupported {
+        /// The operation asked for, e.g. `"forward attention"`.
+        operation: &'static str,
+        /// The device's kernel path.
+        path: KernelPath,
+    },
     /// An argument is not what the call expects. `argument` names the one at fault, as the
     /// call's parameter (`q`, `k`, `v`, `out`, `lse`, `stream`) or option
     /// (`options.softmax_scale`, `options.tile`) is named; `expected` states the rule and `got`
     /// what was given (shapes and strides as given, never a value computed from them that could
     /// have wrapped).
-    InvalidArgument { argument: &'static str, expected: String, got: String },
+    InvalidArgument {
+        /// The parameter or option at fault, e.g. `q` or `options.softmax_scale`.
+        argument: &'static str,
+        /// The rule the argument breaks, as a phrase.
+        expected: String,
+        /// What was given.
+        got: String,
+    },
     /// A CUDA driver call failed.
-    Driver { during: &'static str, error: DriverError },
+    Driver {
+        /// What the library was doing, e.g. `"creating a stream"`.
+        during: &'static str,
+        /// The driver's error code.
+        error: DriverError,
+    },
 }
 
+/// The library's result type: [`Error`] unless another error type is named.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -15,6 +15,7 @@ pub enum KernelPath {
 }
 
 impl KernelPath {
+    /// Every path, oldest architecture first.
     pub const ALL: [KernelPath; 3] = [KernelPath::Volta, KernelPath::Ampere, KernelPath::Hopper];
 
     /// The architecture the module is compiled for, as `build.rs` names it.

@@ -4,19 +4,26 @@
 /// are `(batch, seqlen_k, heads_kv, headdim)`; LSE is `(batch, heads_q, seqlen_q)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
+    /// The number of independent sequences.
     pub batch: usize,
+    /// Query positions per sequence: the rows of Q and O.
     pub seqlen_q: usize,
+    /// Key and value positions per sequence: the rows of K and V.
     pub seqlen_k: usize,
+    /// Query heads, also the heads of O and the LSE.
     pub heads_q: usize,
     /// Divides `heads_q`: each K/V head serves `heads_q / heads_kv` query heads (GQA, MQA).
     pub heads_kv: usize,
+    /// Elements per head of Q, K, V and O.
     pub headdim: usize,
 }
 
 impl AttentionShape {
+    /// The shape of Q and O, `(batch, seqlen_q, heads_q, headdim)`.
     pub fn q_shape(&self) -> [usize; 4] {
         [self.batch, self.seqlen_q, self.heads_q, self.headdim]
     }
+    /// The shape of K and V, `(batch, seqlen_k, heads_kv, headdim)`.
     pub fn kv_shape(&self) -> [usize; 4] {
         [self.batch, self.seqlen_k, self.heads_kv, self.headdim]
     }
@@ -46,7 +53,9 @@ impl AttentionShape {
 /// rejects a layout whose offsets overflow, leave the buffer or, for outputs, overlap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Layout<const N: usize> {
+    /// The size of each dimension.
     pub shape: [usize; N],
+    /// Per dimension, the distance in elements between consecutive indices.
     pub strides: [usize; N],
 }
 
@@ -125,7 +134,9 @@ impl<const N: usize> Layout<N> {
 /// A host tensor: a slice viewed through a layout.
 #[derive(Clone, Copy, Debug)]
 pub struct HostView<'a, T> {
+    /// The elements; element `(0, 0, 0, 0)` is `data[0]`.
     pub data: &'a [T],
+    /// Shape `(batch, seqlen, heads, headdim)` and strides, in elements, into `data`.
     pub layout: Layout4,
 }
 

@@ -11,14 +11,18 @@ use cudarc::driver::{CudaView, CudaViewMut};
 /// Strides may be anything the operation accepts (q, k and v can be slices of one packed
 /// buffer); the view must lie inside `data`, which starts at element `(0, .., 0)`.
 pub struct DeviceTensor<'a, T, const N: usize = 4> {
+    /// The buffer; its first element is the tensor's element `(0, .., 0)`.
     pub data: CudaView<'a, T>,
+    /// Shape and strides, in elements, into `data`.
     pub layout: Layout<N>,
 }
 
 /// A writable `N`-dimensional tensor on the GPU (an output): like [`DeviceTensor`]. Operations
 /// reject an output whose elements overlap each other or another operand.
 pub struct DeviceTensorMut<'a, T, const N: usize = 4> {
+    /// The buffer; its first element is the tensor's element `(0, .., 0)`.
     pub data: CudaViewMut<'a, T>,
+    /// Shape and strides, in elements, into `data`.
     pub layout: Layout<N>,
 }
 
@@ -50,6 +54,7 @@ impl<'a, T, const N: usize> DeviceTensorMut<'a, T, N> {
 pub struct RawTensor<const N: usize = 4> {
     /// Device address, in bytes, of element `(0, .., 0)` (the lowest addressed element).
     pub ptr: u64,
+    /// Shape and strides, in elements, from `ptr`.
     pub layout: Layout<N>,
 }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub struct ForwardOptions {
     /// Multiplies `Q Kᵀ` before the softmax; default `1 / sqrt(headdim)`. Must be finite with
-    /// `scale · log2(e)` finite (|scale| < 2.36e38); 0 and negative values are allowed.
+    /// `scale · log2(e)` finite (|scale| < 2.36e38); 0 and negative values are allowed. A row
+    /// whose scaled scores overflow f32 (huge scales with large inputs) comes out NaN, as a
+    /// softmax over an infinite score does.
     pub softmax_scale: Option<f32>,
     /// Causal masking aligned to the bottom right: query `i` sees key `j` when
     /// `j <= i + seqlen_k − seqlen_q`. Rows that see no key give O = 0 and LSE = +inf.
@@ -24,14 +26,17 @@ pub struct ForwardOptions {
 }
 
 impl ForwardOptions {
+    /// Turns causal masking, aligned to the bottom right, on or off.
     pub fn causal(mut self, causal: bool) -> Self {
         self.causal = causal;
         self
     }
+    /// Sets the factor on `Q Kᵀ`, in place of the default `1 / sqrt(headdim)`.
     pub fn softmax_scale(mut self, scale: f32) -> Self {
         self.softmax_scale = Some(scale);
         self
     }
+    /// Forces the tile class, in place of the first in [`ForwardTile::ALL`] that fits the GPU.
     pub fn tile(mut self, tile: ForwardTile) -> Self {
         self.tile = Some(tile);
         self
@@ -43,10 +48,15 @@ impl ForwardOptions {
 /// the `(batch, heads_q, seqlen_q)` f32 log-sum-exp, with any strides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawForward {
+    /// Queries, `(batch, seqlen_q, heads_q, headdim)`; read.
     pub q: RawTensor,
+    /// Keys, `(batch, seqlen_k, heads_kv, headdim)`; read.
     pub k: RawTensor,
+    /// Values, the shape of `k`; read.
     pub v: RawTensor,
+    /// The attention output, the shape of `q`; written.
     pub out: RawTensor,
+    /// The natural log-sum-exp of each row of scores, `(batch, heads_q, seqlen_q)` f32; written.
     pub lse: RawTensor<3>,
 }
 
@@ -69,10 +79,12 @@ pub struct FlashAttention {
 }
 
 impl FlashAttention {
+    /// Attention on `device`, with the kernels of its path.
     pub fn new(device: Device) -> Self {
         FlashAttention { device }
     }
 
+    /// The device this runs on.
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -234,10 +234,15 @@ fn access_width(views: &[&View<'_>]) -> u32 {
 /// the first `len` elements from its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForwardLens {
+    /// Elements of `q`'s buffer from its address.
     pub q: usize,
+    /// Elements of `k`'s buffer from its address.
     pub k: usize,
+    /// Elements of `v`'s buffer from its address.
     pub v: usize,
+    /// Elements of `out`'s buffer from its address.
     pub out: usize,
+    /// f32 elements of `lse`'s buffer from its address.
     pub lse: usize,
 }
 
