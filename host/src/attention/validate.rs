@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::tensor::RawTensor;
 use rustflash_abi::{ForwardConfig, ForwardParams};
 
+/// The most dimensions a view has (Q, K, V, O have 4, the LSE 3).
+const MAX_RANK: usize = 4;
+
 /// Byte offsets from a view's address stay below this, so they fit an `i64`.
 pub(crate) const OFFSET_LIMIT: u128 = 1 << 63;
 
@@ -173,25 +176,35 @@ impl<'a> View<'a> {
     /// Rule 5: no two elements at one offset (sufficient test; see the module documentation).
     /// Only called once every offset is known to fit in 63 bits.
     fn nested(&self) -> bool {
-        let mut dims: Vec<(u64, u64)> = (0..self.shape.len())
-            .filter(|&i| self.shape[i] > 1)
-            .map(|i| (self.effective_stride(i), self.shape[i] as u64 - 1))
-            .collect();
+        // On the stack: a launch allocates nothing. Views have at most `MAX_RANK` dimensions;
+        // a longer one (none exists) is refused as if it overlapped.
+        let mut dims = [(0u64, 0u64); MAX_RANK];
+        let mut n = 0;
+        for i in (0..self.shape.len()).filter(|&i| self.shape[i] > 1) {
+            let Some(slot) = dims.get_mut(n) else { return false };
+            *slot = (self.effective_stride(i), self.shape[i] as u64 - 1);
+            n += 1;
+        }
+        let dims = &mut dims[..n];
         dims.sort_unstable();
         let mut span = 0u64;
-        for (stride, n) in dims {
+        for &(stride, extent) in dims.iter() {
             if stride <= span {
                 return false;
             }
-            span += n * stride;
+            span += extent * stride;
         }
         true
     }
 }
 
 /// Rules 1 to 6 for every view; their spans (`None` for empty views), in order.
-pub(crate) fn check_views(views: &[View<'_>]) -> Result<Vec<Option<Span>>> {
-    let spans = views.iter().map(View::check).collect::<Result<Vec<_>>>()?;
+pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Option<Span>; N]> {
+    // An array, not a vector: validation allocates nothing unless it fails.
+    let mut spans = [None; N];
+    for (span, view) in spans.iter_mut().zip(views) {
+        *span = view.check()?;
+    }
     for (i, (a, sa)) in views.iter().zip(&spans).enumerate() {
         let Some(sa) = sa else { continue };
         if !a.output {
@@ -213,6 +226,29 @@ pub(crate) fn check_views(views: &[View<'_>]) -> Result<Vec<Option<Span>>> {
         }
     }
     Ok(spans)
+}
+
+/// `len` rounded up to a multiple of `tile`, which the kernel holds in 32 bits; else an error
+/// naming `argument` (whose shape is `shape`).
+fn padded_to_tile(
+    argument: &'static str,
+    what: &str,
+    len: usize,
+    tile: usize,
+    unit: &str,
+    shape: &[usize],
+) -> Result<usize> {
+    let u32_max = u32::MAX as usize;
+    len.div_ceil(tile).checked_mul(tile).filter(|&p| p <= u32_max).ok_or_else(|| {
+        Error::invalid(
+            argument,
+            format!(
+                "{what} at most {} (held in 32 bits once rounded up to the {tile}-{unit} tile)",
+                u32_max / tile * tile
+            ),
+            format!("shape {shape:?}"),
+        )
+    })
 }
 
 /// The widest access (16, 8, 4 or 2 bytes) that every address and every stride (in bytes) of
@@ -374,27 +410,8 @@ impl ForwardPlan {
         let (bm, bn) = (config.block_m, config.block_n);
         let u32_max = u32::MAX as usize;
         let m_blocks = sq.div_ceil(bm);
-        let padded_q = m_blocks.checked_mul(bm).filter(|&p| p <= u32_max);
-        let Some(padded_q) = padded_q else {
-            return Err(Error::invalid(
-                "q",
-                format!(
-                    "seqlen_q at most {} (held in 32 bits once rounded up to the {bm}-row tile)",
-                    u32_max / bm * bm
-                ),
-                format!("shape {:?}", q.shape),
-            ));
-        };
-        let Some(padded_k) = sk.div_ceil(bn).checked_mul(bn).filter(|&p| p <= u32_max) else {
-            return Err(Error::invalid(
-                "k",
-                format!(
-                    "seqlen_k at most {} (held in 32 bits once rounded up to the {bn}-key tile)",
-                    u32_max / bn * bn
-                ),
-                format!("shape {:?}", k.shape),
-            ));
-        };
+        let padded_q = padded_to_tile("q", "seqlen_q", sq, bm, "row", &q.shape)?;
+        let padded_k = padded_to_tile("k", "seqlen_k", sk, bn, "key", &k.shape)?;
         if hq > u32_max {
             return Err(Error::invalid("q", "heads_q below 2^32", format!("shape {:?}", q.shape)));
         }
