@@ -96,8 +96,7 @@ impl Attention {
         v: &dyn Tensor4,
         rows: &Rows,
     ) -> Result<ForwardOutput> {
-        let inputs = self.inputs(q, k, v, rows)?;
-        Ok(forward::forward::<Exact>(&inputs, rows))
+        self.forward_in::<Exact>(q, k, v, rows)
     }
 
     /// Plain attention in precision `T` (see the module documentation).
@@ -108,8 +107,7 @@ impl Attention {
         v: &dyn Tensor4,
         rows: &Rows,
     ) -> Result<ForwardOutput> {
-        let inputs = self.inputs(q, k, v, rows)?;
-        Ok(forward::forward::<Plain<T>>(&inputs, rows))
+        self.forward_in::<Plain<T>>(q, k, v, rows)
     }
 
     /// Exact (float64) gradients of `Σ O ∘ dout` with respect to Q, K and V.
@@ -120,9 +118,7 @@ impl Attention {
         v: &dyn Tensor4,
         dout: &dyn Tensor4,
     ) -> Result<Gradients> {
-        let inputs = self.inputs(q, k, v, &Rows::All)?;
-        check_shape("dout", dout, self.shape.q_shape())?;
-        Ok(backward::backward::<Exact>(&inputs, &Operand(dout)))
+        self.backward_in::<Exact>(q, k, v, dout)
     }
 
     /// Plain gradients in precision `T`.
@@ -133,9 +129,32 @@ impl Attention {
         v: &dyn Tensor4,
         dout: &dyn Tensor4,
     ) -> Result<Gradients> {
+        self.backward_in::<Plain<T>>(q, k, v, dout)
+    }
+
+    /// The forward pass in precision `P`, after the shape checks.
+    fn forward_in<P: Precision>(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        rows: &Rows,
+    ) -> Result<ForwardOutput> {
+        let inputs = self.inputs(q, k, v, rows)?;
+        Ok(forward::forward::<P>(&inputs, rows))
+    }
+
+    /// The gradients in precision `P`, after the shape checks.
+    fn backward_in<P: Precision>(
+        &self,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        dout: &dyn Tensor4,
+    ) -> Result<Gradients> {
         let inputs = self.inputs(q, k, v, &Rows::All)?;
         check_shape("dout", dout, self.shape.q_shape())?;
-        Ok(backward::backward::<Plain<T>>(&inputs, &Operand(dout)))
+        Ok(backward::backward::<P>(&inputs, &Operand(dout)))
     }
 
     fn inputs<'a>(
