@@ -927,31 +927,14 @@ fn check_accepted(c: &Call, p: &ForwardPlan) -> Result<u128, String> {
         return Err(format!("the plan's sizes disagree with the call: {p:?}"));
     }
     // The kernel's operands: its addresses, its strides, its sizes.
+    let tensor4 = |ptr: u64, s: [u64; 3], shape: Vec<usize>| {
+        (ptr, vec![s[0] as u128, s[1] as u128, s[2] as u128, 1], shape, 2)
+    };
     let kernel: [(u64, Vec<u128>, Vec<usize>, u128); 5] = [
-        (
-            k.q,
-            vec![k.q_strides[0] as u128, k.q_strides[1] as u128, k.q_strides[2] as u128, 1],
-            vec![b, sq, hq, d],
-            2,
-        ),
-        (
-            k.k,
-            vec![k.k_strides[0] as u128, k.k_strides[1] as u128, k.k_strides[2] as u128, 1],
-            vec![b, sk, hkv, d],
-            2,
-        ),
-        (
-            k.v,
-            vec![k.v_strides[0] as u128, k.v_strides[1] as u128, k.v_strides[2] as u128, 1],
-            vec![b, sk, hkv, d],
-            2,
-        ),
-        (
-            k.o,
-            vec![k.o_strides[0] as u128, k.o_strides[1] as u128, k.o_strides[2] as u128, 1],
-            vec![b, sq, hq, d],
-            2,
-        ),
+        tensor4(k.q, k.q_strides, vec![b, sq, hq, d]),
+        tensor4(k.k, k.k_strides, vec![b, sk, hkv, d]),
+        tensor4(k.v, k.v_strides, vec![b, sk, hkv, d]),
+        tensor4(k.o, k.o_strides, vec![b, sq, hq, d]),
         (k.lse, k.lse_strides.iter().map(|&s| s as u128).collect(), vec![b, hq, sq], 4),
     ];
     let callers = ops(c, Some(f));
