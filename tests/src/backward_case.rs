@@ -88,7 +88,11 @@ impl BackwardCase {
 
     /// The float64 reference's problem (the default scale, `1 / sqrt(headdim)`).
     pub fn attention(&self) -> Attention {
-        Attention { shape: self.shape, softmax_scale: 1.0 / (self.shape.headdim as f64).sqrt(), causal: self.causal }
+        Attention {
+            shape: self.shape,
+            softmax_scale: 1.0 / (self.shape.headdim as f64).sqrt(),
+            causal: self.causal,
+        }
     }
 
     /// Units of reference work one (batch, K/V head) pair takes: visible (query, key) pairs of
@@ -209,7 +213,8 @@ pub fn place(c: &BackwardCase) -> BackwardPlaced {
             let l = Layout4 { shape: qs, strides: [s.seqlen_q * 3 * h * d, 3 * h * d, d, 1] };
             let part = |i: usize| Operand { buffer: 0, offset: i * h * d, layout: l };
             let len = s.batch * s.seqlen_q * 3 * h * d;
-            let (out, dout) = (Operand::at(0, Layout4::contiguous(qs)), Operand::at(0, Layout4::contiguous(qs)));
+            let (out, dout) =
+                (Operand::at(0, Layout4::contiguous(qs)), Operand::at(0, Layout4::contiguous(qs)));
             BackwardPlaced {
                 input_lens: vec![len],
                 q: part(0),
@@ -271,7 +276,10 @@ fn untouched_outside<T: Element>(what: &str, buf: &[T], ops: &[&Operand]) -> Tes
         }
     }
     match buf.iter().zip(&inside).position(|(x, &inside)| !inside && !x.to_f32().is_nan()) {
-        Some(i) => Err(fail(format!("{what}: element {i} of the buffer, outside the views, was written ({:?})", buf[i]))),
+        Some(i) => Err(fail(format!(
+            "{what}: element {i} of the buffer, outside the views, was written ({:?})",
+            buf[i]
+        ))),
         None => Ok(()),
     }
 }
@@ -280,14 +288,18 @@ fn untouched_outside<T: Element>(what: &str, buf: &[T], ops: &[&Operand]) -> Tes
 fn unchanged<T: Element>(what: &str, got: &[T], want: &[T]) -> TestResult {
     match got.iter().zip(want).position(|(a, b)| bits(*a) != bits(*b)) {
         Some(i) => Err(fail(format!("input {what} changed at element {i}: {:?}, was {:?}", got[i], want[i]))),
-        None => ensure(got.len() == want.len(), || format!("input {what}: length {} != {}", got.len(), want.len())),
+        None => ensure(got.len() == want.len(), || {
+            format!("input {what}: length {} != {}", got.len(), want.len())
+        }),
     }
 }
 
 /// Every element is exactly zero (not NaN, not left unwritten).
 fn all_zero(what: &str, x: &[f64], shape: [usize; 4]) -> TestResult {
     match x.iter().position(|&v| v != 0.0) {
-        Some(i) => Err(fail(format!("{what}: element {:?} is {}, expected exactly 0", unravel(i, shape), x[i]))),
+        Some(i) => {
+            Err(fail(format!("{what}: element {:?} is {}, expected exactly 0", unravel(i, shape), x[i])))
+        }
         None => Ok(()),
     }
 }
@@ -403,18 +415,24 @@ impl<T: Element> Setup<T> {
             for b in 0..bn {
                 for h in 0..hn {
                     for i in 0..sn {
-                        lse[p.lse.offset + p.lse.layout.offset([b, h, i])] = fwd.lse[(b * hn + h) * sn + i] as f32;
+                        lse[p.lse.offset + p.lse.layout.offset([b, h, i])] =
+                            fwd.lse[(b * hn + h) * sn + i] as f32;
                     }
                 }
             }
         }
         let d_inputs = inputs.iter().map(|b| upload(&stream, b)).collect::<Result<Vec<_>, _>>()?;
-        let (d_out, d_dout, d_lse) = (upload(&stream, &out)?, upload(&stream, &dout)?, upload(&stream, &lse)?);
+        let (d_out, d_dout, d_lse) =
+            (upload(&stream, &out)?, upload(&stream, &dout)?, upload(&stream, &lse)?);
         let nan = T::from_f32(f32::NAN);
-        let d_grads =
-            p.grad_lens.iter().map(|&n| upload(&stream, &vec![nan; n.max(1)])).collect::<Result<Vec<_>, _>>()?;
+        let d_grads = p
+            .grad_lens
+            .iter()
+            .map(|&n| upload(&stream, &vec![nan; n.max(1)]))
+            .collect::<Result<Vec<_>, _>>()?;
         let options = c.options();
-        let ws_len = FlashAttention::backward_workspace_len(s.batch, s.heads_q, s.seqlen_q, s.headdim, &options)?;
+        let ws_len =
+            FlashAttention::backward_workspace_len(s.batch, s.heads_q, s.seqlen_q, s.headdim, &options)?;
         let d_ws = upload(&stream, &vec![f32::NAN; ws_len.max(1)])?;
         Ok(Setup {
             c: *c,
@@ -444,14 +462,20 @@ impl<T: Element> Setup<T> {
             self.stream.memcpy_htod(&vec![nan; n.max(1)], buf)?;
         }
         self.stream.memcpy_htod(&vec![f32::NAN; self.ws_len.max(1)], &mut self.d_ws)?;
-        if self.p.packed_grads() { self.launch_raw()? } else { self.launch_safe()? }
+        if self.p.packed_grads() {
+            self.launch_raw()?
+        } else {
+            self.launch_safe()?
+        }
         self.d_grads.iter().map(|b| download(&self.stream, b)).collect()
     }
 
     fn launch_safe(&mut self) -> TestResult {
-        let Setup { fa, stream, p, d_inputs, d_out, d_dout, d_lse, d_grads, d_ws, ws_len, options, .. } = self;
+        let Setup { fa, stream, p, d_inputs, d_out, d_dout, d_lse, d_grads, d_ws, ws_len, options, .. } =
+            self;
         let (fa, stream, options): (&FlashAttention, &CudaStream, &BackwardOptions) = (fa, stream, options);
-        let view = |o: &Operand| DeviceTensor { data: d_inputs[o.buffer].slice(o.offset..), layout: o.layout };
+        let view =
+            |o: &Operand| DeviceTensor { data: d_inputs[o.buffer].slice(o.offset..), layout: o.layout };
         let (q, k, v) = (view(&p.q), view(&p.k), view(&p.v));
         let out = DeviceTensor { data: d_out.slice(p.out.offset..), layout: p.out.layout };
         let dout = DeviceTensor { data: d_dout.slice(p.dout.offset..), layout: p.dout.layout };
@@ -469,7 +493,8 @@ impl<T: Element> Setup<T> {
 
     /// Packed gradients: three views of one buffer, by address.
     fn launch_raw(&mut self) -> TestResult {
-        let Setup { fa, stream, p, d_inputs, d_out, d_dout, d_lse, d_grads, d_ws, ws_len, options, .. } = self;
+        let Setup { fa, stream, p, d_inputs, d_out, d_dout, d_lse, d_grads, d_ws, ws_len, options, .. } =
+            self;
         let (fa, stream, options): (&FlashAttention, &CudaStream, &BackwardOptions) = (fa, stream, options);
         let size = std::mem::size_of::<T>() as u64;
         let at = |base: u64, o: &Operand| RawTensor { ptr: base + o.offset as u64 * size, layout: o.layout };
@@ -518,7 +543,10 @@ impl<T: Element> Setup<T> {
         unchanged("dout", &download(&self.stream, &self.d_dout)?, &self.dout)?;
         let got_lse = download(&self.stream, &self.d_lse)?;
         if let Some(i) = got_lse.iter().zip(&self.lse).position(|(a, b)| a.to_bits() != b.to_bits()) {
-            return Err(fail(format!("input lse changed at element {i}: {}, was {}", got_lse[i], self.lse[i])));
+            return Err(fail(format!(
+                "input lse changed at element {i}: {}, was {}",
+                got_lse[i], self.lse[i]
+            )));
         }
 
         let s = c.shape;
@@ -531,7 +559,8 @@ impl<T: Element> Setup<T> {
         }
         let host = |o: &Operand| HostView { data: &self.inputs[o.buffer][o.offset..], layout: o.layout };
         let dout = HostView { data: &self.dout[p.dout.offset..], layout: p.dout.layout };
-        let (reference, plain) = reference_gradients(&c.attention(), &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
+        let (reference, plain) =
+            reference_gradients(&c.attention(), &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
         check_gradients::<T>(s, [&dq, &dk, &dv], &reference, &plain)
     }
 }
@@ -583,7 +612,8 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         format!("BackwardOptions::from({fwd_options:?}) = {default_mode:?}")
     })?;
     // The default mode's workspace, the larger: it serves both modes.
-    let ws_len = FlashAttention::backward_workspace_len(s.batch, s.heads_q, s.seqlen_q, s.headdim, &default_mode)?;
+    let ws_len =
+        FlashAttention::backward_workspace_len(s.batch, s.heads_q, s.seqlen_q, s.headdim, &default_mode)?;
     let mut d_ws = upload(&stream, &vec![f32::NAN; ws_len.max(1)])?;
 
     let q = || DeviceTensor::contiguous(d_q.slice(0..), qs);
@@ -639,7 +669,6 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         }
         results.push(grads.iter().map(|g| download(&stream, g)).collect::<Result<Vec<_>, _>>()?);
     }
-    drop(saved);
 
     let names = ["dQ", "dK", "dV"];
     for (i, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
@@ -657,13 +686,8 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
     fn view<T>(data: &[T], shape: [usize; 4]) -> HostView<'_, T> {
         HostView { data, layout: Layout4::contiguous(shape) }
     }
-    let (reference, plain) = reference_gradients(
-        &c.attention(),
-        &view(hq, qs),
-        &view(hk, ks),
-        &view(hv, ks),
-        &view(hdout, qs),
-    )?;
+    let (reference, plain) =
+        reference_gradients(&c.attention(), &view(hq, qs), &view(hk, ks), &view(hv, ks), &view(hdout, qs))?;
     for (mode, r) in [("deterministic", &results[0]), ("default", &results[2])] {
         let g: Vec<Vec<f64>> = r.iter().map(|b| b.iter().map(|x| x.to_f64()).collect()).collect();
         exact_zeros(s, c.causal, &g[0], &g[1], &g[2])?;

@@ -17,6 +17,7 @@
 //! dV=..`), which the bundle's summary reduces to the worst per tensor.
 
 use half::f16;
+use rustflash::cudarc::driver::CudaSlice;
 use rustflash::layout::AttentionShape;
 use rustflash::{
     BackwardOptions, BackwardTile, BackwardWorkspace, DeviceTensor, DeviceTensorMut, Error, FlashAttention,
@@ -175,9 +176,27 @@ fn plan() -> Vec<Planned> {
             for deterministic in [false, true] {
                 let packed = (n + deterministic as usize) % 2 == 0;
                 let c = if packed {
-                    case(n % 2 == 1, bucket, (97, 97), tile == BackwardTile::Small, 1, Placement::Packed, Some(tile), deterministic)
+                    case(
+                        n % 2 == 1,
+                        bucket,
+                        (97, 97),
+                        tile == BackwardTile::Small,
+                        1,
+                        Placement::Packed,
+                        Some(tile),
+                        deterministic,
+                    )
                 } else {
-                    case(n % 2 == 1, bucket - 3, (150, 77), true, 2, Placement::Padded, Some(tile), deterministic)
+                    case(
+                        n % 2 == 1,
+                        bucket - 3,
+                        (150, 77),
+                        true,
+                        2,
+                        Placement::Padded,
+                        Some(tile),
+                        deterministic,
+                    )
                 };
                 let quick = deterministic == (tile == BackwardTile::Small);
                 plan.push(planned("tile", c, Kind::Check).quick_if(quick));
@@ -189,7 +208,14 @@ fn plan() -> Vec<Planned> {
     for d in 1..=256 {
         let c = BackwardCase {
             bf16: d % 2 == 0,
-            shape: AttentionShape { batch: 1, seqlen_q: 37, seqlen_k: 91, heads_q: 2, heads_kv: 1, headdim: d },
+            shape: AttentionShape {
+                batch: 1,
+                seqlen_q: 37,
+                seqlen_k: 91,
+                heads_q: 2,
+                heads_kv: 1,
+                headdim: d,
+            },
             causal: d % 3 == 0,
             placement: if d % 4 == 1 { Placement::Padded } else { Placement::Contiguous },
             tile: None,
@@ -235,13 +261,10 @@ fn plan() -> Vec<Planned> {
     }
 
     // Our forward's O and LSE into the backward (rows without keys: LSE = +inf from our forward).
-    for (n, (bf16, d, lens, causal, gqa)) in [
-        (false, 128, (200, 333), true, 2),
-        (true, 59, (300, 77), true, 8),
-        (true, 256, (257, 129), false, 1),
-    ]
-    .into_iter()
-    .enumerate()
+    for (n, (bf16, d, lens, causal, gqa)) in
+        [(false, 128, (200, 333), true, 2), (true, 59, (300, 77), true, 8), (true, 256, (257, 129), false, 1)]
+            .into_iter()
+            .enumerate()
     {
         let c = case(bf16, d, lens, causal, gqa, Placement::Contiguous, None, false);
         let p = planned("saved_context", c, Kind::Saved);
@@ -263,7 +286,14 @@ fn plan() -> Vec<Planned> {
     {
         let c = BackwardCase {
             bf16: n % 2 == 1,
-            shape: AttentionShape { batch: b, seqlen_q: sq, seqlen_k: sk, heads_q: hq, heads_kv: hkv, headdim: d },
+            shape: AttentionShape {
+                batch: b,
+                seqlen_q: sq,
+                seqlen_k: sk,
+                heads_q: hq,
+                heads_kv: hkv,
+                headdim: d,
+            },
             causal,
             placement,
             tile,
@@ -278,7 +308,14 @@ fn plan() -> Vec<Planned> {
     for det in [false, true] {
         let c = BackwardCase {
             bf16: true,
-            shape: AttentionShape { batch: 16_384, seqlen_q: 3, seqlen_k: 5, heads_q: 8, heads_kv: 4, headdim: 8 },
+            shape: AttentionShape {
+                batch: 16_384,
+                seqlen_q: 3,
+                seqlen_k: 5,
+                heads_q: 8,
+                heads_kv: 4,
+                headdim: 8,
+            },
             causal: true,
             placement: Placement::Contiguous,
             tile: None,
@@ -368,9 +405,10 @@ fn bad_inputs(_: &Context) -> TestResult {
     let det_len = FlashAttention::backward_workspace_len(b, hq, s, d, &det)?;
     let mut ws = upload(&stream, &vec![f32::NAN; default_len + 4])?;
 
-    let mut call = |fa: &FlashAttention, c: &Call| {
+    type Grads = [CudaSlice<f16>; 3];
+    let call = |fa: &FlashAttention, grads: &mut Grads, ws: &mut CudaSlice<f32>, c: &Call| {
         let t = |shape| DeviceTensor::contiguous(input.slice(0..), shape);
-        let [gq, gk, gv] = &mut grads;
+        let [gq, gk, gv] = grads;
         fa.backward(
             &stream,
             &t(qs),
@@ -386,11 +424,20 @@ fn bad_inputs(_: &Context) -> TestResult {
             &c.options,
         )
     };
-    let good = Call { dout: qs, dq: qs, dk: ks, lse: ls, ws: 0..default_len, options: BackwardOptions::default() };
+    let good =
+        Call { dout: qs, dq: qs, dk: ks, lse: ls, ws: 0..default_len, options: BackwardOptions::default() };
     let bad = [
         ("workspace one element short", "workspace", Call { ws: 0..default_len - 1, ..good.clone() }),
-        ("the deterministic mode's workspace in the default mode", "workspace", Call { ws: 0..det_len, ..good.clone() }),
-        ("workspace 4 bytes past a 16-byte boundary", "workspace", Call { ws: 1..default_len + 1, ..good.clone() }),
+        (
+            "the deterministic mode's workspace in the default mode",
+            "workspace",
+            Call { ws: 0..det_len, ..good.clone() },
+        ),
+        (
+            "workspace 4 bytes past a 16-byte boundary",
+            "workspace",
+            Call { ws: 1..default_len + 1, ..good.clone() },
+        ),
         ("dout with half the head dim", "dout", Call { dout: [b, s, hq, d / 2], ..good.clone() }),
         ("dout with one query fewer", "dout", Call { dout: [b, s - 1, hq, d], ..good.clone() }),
         ("dq shaped like k", "dq", Call { dq: ks, ..good.clone() }),
@@ -403,25 +450,27 @@ fn bad_inputs(_: &Context) -> TestResult {
         ),
     ];
     for (what, argument, c) in &bad {
-        expect_invalid(what, call(&fa, c), argument)?;
+        expect_invalid(what, call(&fa, &mut grads, &mut ws, c), argument)?;
     }
     stream.synchronize()?;
     for (i, g) in grads.iter().enumerate() {
         let host = download(&stream, g)?;
-        ensure(host.iter().all(|x| x.is_nan()), || format!("gradient buffer {i} was written by a refused call"))?;
+        ensure(host.iter().all(|x| x.is_nan()), || {
+            format!("gradient buffer {i} was written by a refused call")
+        })?;
     }
     let host = download(&stream, &ws)?;
     ensure(host.iter().all(|x| x.is_nan()), || "the workspace was written by a refused call".into())?;
 
     // The same calls made valid run: the default mode, the deterministic mode in its smaller
     // workspace, a workspace 16 bytes in.
-    call(&fa, &good)?;
-    call(&fa, &Call { ws: 0..det_len, options: det.clone(), ..good.clone() })?;
-    call(&fa, &Call { ws: 4..default_len + 4, ..good.clone() })?;
+    call(&fa, &mut grads, &mut ws, &good)?;
+    call(&fa, &mut grads, &mut ws, &Call { ws: 0..det_len, options: det.clone(), ..good.clone() })?;
+    call(&fa, &mut grads, &mut ws, &Call { ws: 4..default_len + 4, ..good.clone() })?;
     stream.synchronize()?;
 
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
-    let r = call(&volta, &good);
+    let r = call(&volta, &mut grads, &mut ws, &good);
     ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
 }
 
@@ -452,12 +501,17 @@ fn coverage(_: &Context) -> TestResult {
         for lens in SEQLENS {
             for causal in [false, true] {
                 for bf16 in [false, true] {
-                    covers("full", &format!("d {d}, lengths {lens:?}, causal {causal}, bf16 {bf16}"), &all, |p| {
-                        let s = p.case.shape;
-                        checked(p)
-                            && (s.headdim, s.seqlen_q, s.seqlen_k, p.case.causal, p.case.bf16)
-                                == (d, lens.0, lens.1, causal, bf16)
-                    })?;
+                    covers(
+                        "full",
+                        &format!("d {d}, lengths {lens:?}, causal {causal}, bf16 {bf16}"),
+                        &all,
+                        |p| {
+                            let s = p.case.shape;
+                            checked(p)
+                                && (s.headdim, s.seqlen_q, s.seqlen_k, p.case.causal, p.case.bf16)
+                                    == (d, lens.0, lens.1, causal, bf16)
+                        },
+                    )?;
                 }
             }
         }
@@ -471,7 +525,11 @@ fn coverage(_: &Context) -> TestResult {
             for det in [false, true] {
                 covers("full", &format!("bucket {bucket}, {tile:?}, deterministic {det}"), &all, |p| {
                     let d = p.case.shape.headdim;
-                    checked(p) && d <= bucket && d + 32 > bucket && p.case.tile == Some(tile) && p.case.deterministic == det
+                    checked(p)
+                        && d <= bucket
+                        && d + 32 > bucket
+                        && p.case.tile == Some(tile)
+                        && p.case.deterministic == det
                 })?;
             }
         }
@@ -494,7 +552,9 @@ fn coverage(_: &Context) -> TestResult {
             covers(tier, &format!("tile {tile:?}"), set, |p| checked(p) && p.case.tile == tile)?;
         }
         for det in [false, true] {
-            covers(tier, &format!("deterministic {det}"), set, |p| checked(p) && p.case.deterministic == det)?;
+            covers(tier, &format!("deterministic {det}"), set, |p| {
+                checked(p) && p.case.deterministic == det
+            })?;
         }
         covers(tier, "causal rows without keys", set, |p| {
             checked(p) && p.case.causal && p.case.shape.seqlen_q > p.case.shape.seqlen_k
@@ -526,7 +586,8 @@ fn coverage(_: &Context) -> TestResult {
     covers("quick", "heads = 0", &quick, empty(|s| s.heads_q == 0))?;
     // The sanitizer's subset: every boundary.
     let s = |f: fn(&BackwardCase) -> bool| move |p: &Planned| checked(p) && f(&p.case);
-    let boundaries: [(&str, fn(&BackwardCase) -> bool); 14] = [
+    type Boundary = (&'static str, fn(&BackwardCase) -> bool);
+    let boundaries: [Boundary; 14] = [
         ("seqlen_q = 1", |c| c.shape.seqlen_q == 1),
         ("seqlen_k = 1", |c| c.shape.seqlen_k == 1),
         ("lengths off every tile", |c| c.shape.seqlen_q % 16 != 0 && c.shape.seqlen_k % 16 != 0),
@@ -592,7 +653,9 @@ fn workspace_lengths(_: &Context) -> TestResult {
             let want = 2 * rows + if det { 0 } else { rows * bucket };
             let abi = BackwardWorkspace::new(b, hq, sq, if det { 0 } else { bucket }).and_then(|w| w.len());
             ensure(got == want && abi == Some(want), || {
-                format!("(b {b}, hq {hq}, sq {sq}, d {d}, deterministic {det}): {got}, ABI {abi:?}, expected {want}")
+                format!(
+                    "(b {b}, hq {hq}, sq {sq}, d {d}, deterministic {det}): {got}, ABI {abi:?}, expected {want}"
+                )
             })?;
         }
     }
