@@ -219,8 +219,13 @@ impl<'a> View<'a> {
     }
 }
 
-/// Rules 1 to 6 for every view; their spans (`None` for empty views), in order.
-pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Option<Span>; N]> {
+/// Rules 1 to 6 for every view; their spans (`None` for empty views), in order. With
+/// `interleaved`, two operands whose address ranges meet still pass rule 6 when
+/// [`interleaved_disjoint`] proves that they share no byte (the backward's packed gradients).
+pub(crate) fn check_views<const N: usize>(
+    views: &[View<'_>; N],
+    interleaved: bool,
+) -> Result<[Option<Span>; N]> {
     // An array, not a vector: validation allocates nothing unless it fails.
     let mut spans = [None; N];
     for (span, view) in spans.iter_mut().zip(views) {
@@ -237,7 +242,7 @@ pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Opti
             if i == j || (b.output && j > i) {
                 continue;
             }
-            if sa.overlaps(sb) {
+            if sa.overlaps(sb) && !(interleaved && interleaved_disjoint(a, b)) {
                 return Err(Error::invalid(
                     a.name,
                     format!("no byte in common with `{}` (an output may not overlap any operand)", b.name),
@@ -247,6 +252,57 @@ pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Opti
         }
     }
     Ok(spans)
+}
+
+/// Whether two checked, non-empty views provably share no byte although their address ranges
+/// meet: views interleaved in one buffer, as the gradients dQ, dK, dV of a packed
+/// `(batch, seqlen, 3, heads, headdim)` tensor are. Sufficient, not exact.
+///
+/// For a threshold `t` (bytes), call a dimension of size 2 or more *outer* when its stride in
+/// bytes is at least `t`, *inner* otherwise. A view's bytes then lie in blocks
+/// `[ptr + m·g, ptr + m·g + w)`, `g` the gcd of the outer strides (in bytes) of both views and
+/// `w` the bytes its inner dimensions span (its highest inner offset plus one element). With
+/// `r = (ptr_b − ptr_a) mod g`, the two are disjoint when `w_a <= r` and `r + w_b <= g`: every
+/// byte of `a` is at a residue in `[0, w_a)` from `ptr_a`, every byte of `b` in `[r, r + w_b)`.
+/// Each stride of either view is tried as `t`.
+pub(crate) fn interleaved_disjoint(a: &View<'_>, b: &View<'_>) -> bool {
+    // (stride in bytes, extent − 1) of the dimensions of size 2 or more; on the stack.
+    fn dims(v: &View<'_>) -> ([(u128, u128); MAX_RANK], usize) {
+        let mut out = [(0u128, 0u128); MAX_RANK];
+        let mut n = 0;
+        for i in (0..v.shape.len()).filter(|&i| v.shape[i] > 1) {
+            let Some(slot) = out.get_mut(n) else { break };
+            *slot = (v.effective_stride(i) as u128 * v.elem_bytes as u128, v.shape[i] as u128 - 1);
+            n += 1;
+        }
+        (out, n)
+    }
+    fn gcd(mut x: u128, mut y: u128) -> u128 {
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    }
+    if a.shape.len() > MAX_RANK || b.shape.len() > MAX_RANK {
+        return false;
+    }
+    let ((da, na), (db, nb)) = (dims(a), dims(b));
+    let (da, db) = (&da[..na], &db[..nb]);
+    // Inner bytes spanned below `t`, and the gcd of the strides at or above it.
+    let split = |d: &[(u128, u128)], t: u128, g: u128, e: u64| {
+        let inner: u128 = d.iter().filter(|&&(s, _)| s < t).map(|&(s, n)| s * n).sum();
+        let g = d.iter().filter(|&&(s, _)| s >= t).fold(g, |g, &(s, _)| gcd(g, s));
+        (inner + e as u128, g)
+    };
+    da.iter().chain(db).map(|&(t, _)| t).filter(|&t| t > 0).any(|t| {
+        let (wa, g) = split(da, t, 0, a.elem_bytes);
+        let (wb, g) = split(db, t, g, b.elem_bytes);
+        if g == 0 {
+            return false;
+        }
+        let r = ((b.ptr as i128 - a.ptr as i128).rem_euclid(g as i128)) as u128;
+        wa <= r && r + wb <= g
+    })
 }
 
 /// `len` rounded up to a multiple of `tile`, which the kernel holds in 32 bits; else an error
@@ -561,7 +617,7 @@ impl ForwardPlan {
             View::tensor4("out", &args.out, e, len(|l| l.out), true, &q_reach),
             View::lse(&args.lse, len(|l| l.lse), true, &lse_reach),
         ];
-        check_views(&views)?;
+        check_views(&views, false)?;
         let [vq, vk, vv, vo, vl] = &views;
         let mut params = forward_params(&p, [vq, vk, vv, vo, vl], options.causal, scale_log2);
         params.num_m_blocks = m_blocks as u32;
