@@ -653,9 +653,9 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
                 let options = saved.backward_options().deterministic(deterministic);
                 fa.backward(
                     &stream,
-                    &q(),
-                    &k(),
-                    &v(),
+                    saved.q(),
+                    saved.k(),
+                    saved.v(),
                     saved.out(),
                     &dout,
                     saved.lse(),
