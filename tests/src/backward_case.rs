@@ -126,6 +126,12 @@ impl BackwardCase {
         if self.bf16 { run::<bf16>(self, ctx, 2) } else { run::<f16>(self, ctx, 2) }
     }
 
+    /// The host-side checks of a trial exercised on the CPU, no GPU needed (see [`self_test`]):
+    /// for the test binary's CPU trials.
+    pub fn run_host_self_test(&self, ctx: &Context) -> TestResult {
+        if self.bf16 { self_test::<bf16>(self, ctx) } else { self_test::<f16>(self, ctx) }
+    }
+
     /// Through our forward: `forward_saved`, then `SavedForward::backward` deterministic, the
     /// same by `FlashAttention::backward` on the saved O and LSE (bit for bit equal), and
     /// `SavedForward::backward` in the default mode; both modes checked against the reference.
@@ -330,22 +336,126 @@ fn reference_gradients<T: Element>(
     Ok((exact?, plain?))
 }
 
-/// dQ, dK and dV (contiguous, f64) against the reference's; prints the ratios.
-fn check_gradients<T: Element>(
+/// dQ, dK and dV (contiguous, f64) against the reference's.
+fn compare_gradients<T: Element>(
     shape: AttentionShape,
     ours: [&[f64]; 3],
     reference: &Gradients,
     plain: &Gradients,
-) -> TestResult {
+) -> Vec<Comparison> {
     let (qs, ks) = (shape.q_shape(), shape.kv_shape());
     let cmp = |name: &str, shape: &[usize], ours: &[f64], plain: &[f64], reference: &[f64]| -> Comparison {
         compare(name, shape, ours, plain, reference, Tolerance::gradient::<T>(reference))
     };
-    report(&[
+    vec![
         cmp("dQ", &qs, ours[0], &plain.dq, &reference.dq),
         cmp("dK", &ks, ours[1], &plain.dk, &reference.dk),
         cmp("dV", &ks, ours[2], &plain.dv, &reference.dv),
-    ])
+    ]
+}
+
+/// The host side of a trial's check, on the downloaded gradient buffers: nothing outside the
+/// gradient views written, the exact zeros, and the comparisons with the reference (none for an
+/// empty problem), which the caller reports.
+fn check_host<T: Element>(
+    c: &BackwardCase,
+    p: &BackwardPlaced,
+    inputs: &[Vec<T>],
+    dout: &[T],
+    grads: &[Vec<T>],
+) -> Result<Vec<Comparison>, Failure> {
+    for (i, buf) in grads.iter().enumerate() {
+        let ops: Vec<&Operand> = [&p.dq, &p.dk, &p.dv].into_iter().filter(|o| o.buffer == i).collect();
+        untouched_outside(&format!("gradient buffer {i}"), buf, &ops)?;
+    }
+    let s = c.shape;
+    let dq = gather(&grads[p.dq.buffer], &p.dq);
+    let dk = gather(&grads[p.dk.buffer], &p.dk);
+    let dv = gather(&grads[p.dv.buffer], &p.dv);
+    exact_zeros(s, c.causal, &dq, &dk, &dv)?;
+    if [s.batch, s.seqlen_q, s.seqlen_k, s.heads_q].contains(&0) {
+        return Ok(Vec::new());
+    }
+    let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
+    let dout = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
+    let (reference, plain) =
+        reference_gradients(&c.attention(), &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
+    Ok(compare_gradients::<T>(s, [&dq, &dk, &dv], &reference, &plain))
+}
+
+/// What [`check_host`] concludes: `Err` with the message of the first failure.
+fn verdict(r: Result<Vec<Comparison>, Failure>) -> Result<(), String> {
+    match r {
+        Err(Failure::Fail(m) | Failure::Skip(m)) => Err(m),
+        Ok(comparisons) => match comparisons.iter().find(|c| !c.passed()) {
+            Some(c) => Err(c.to_string()),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The host-side checks on the CPU, without a GPU: plain gradients (what a kernel as accurate
+/// as plain attention would write) placed into NaN-poisoned buffers as a launch would leave
+/// them must pass; each of these must fail: an element outside the views written, an element
+/// of each gradient left unwritten (NaN), an element of each gradient off by 1000. Prints no ratio
+/// (the bundle's summary of the GPU trials' ratios must not see these).
+fn self_test<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
+    let p = place(c);
+    let s = c.shape;
+    let mut rng = ctx.rng();
+    let inputs: Vec<Vec<T>> = p.input_lens.iter().map(|&n| randn(&mut rng, n.max(1))).collect();
+    let dout: Vec<T> = randn(&mut rng, p.dout_len.max(1));
+    let numel = |shape: [usize; 4]| shape.iter().product::<usize>();
+    let (mut gq, mut gk, mut gv) =
+        (vec![0.0; numel(s.q_shape())], vec![0.0; numel(s.kv_shape())], vec![0.0; numel(s.kv_shape())]);
+    if ![s.batch, s.seqlen_q, s.seqlen_k, s.heads_q].contains(&0) {
+        let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
+        let hd = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
+        let g = c.attention().backward_plain::<T>(&host(&p.q), &host(&p.k), &host(&p.v), &hd)?;
+        (gq, gk, gv) = (g.dq, g.dk, g.dv);
+    }
+    let nan = T::from_f32(f32::NAN);
+    let mut grads: Vec<Vec<T>> = p.grad_lens.iter().map(|&n| vec![nan; n.max(1)]).collect();
+    scatter(&mut grads[p.dq.buffer], &p.dq, &gq);
+    scatter(&mut grads[p.dk.buffer], &p.dk, &gk);
+    scatter(&mut grads[p.dv.buffer], &p.dv, &gv);
+    let check = |g: &[Vec<T>]| verdict(check_host(c, &p, &inputs, &dout, g));
+    check(&grads).map_err(|m| fail(format!("plain gradients, as a kernel would write them: {m}")))?;
+
+    let expect_failure = |what: &str, change: &dyn Fn(&mut Vec<Vec<T>>)| -> TestResult {
+        let mut bad = grads.clone();
+        change(&mut bad);
+        match check(&bad) {
+            Err(m) => {
+                // The failure's subject only: its message carries an error ratio, and the
+                // bundle's summary must see the GPU trials' ratios alone.
+                println!("    {what}: caught ({})", m.split(':').next().unwrap_or_default());
+                Ok(())
+            }
+            Ok(()) => Err(fail(format!("{what}: not caught"))),
+        }
+    };
+    // An element outside every view (the padding of a padded placement, the tail of a buffer).
+    for (b, buf) in grads.iter().enumerate() {
+        if let Some(i) = buf.iter().position(|x| x.to_f32().is_nan()) {
+            expect_failure(&format!("gradient buffer {b}, element {i} outside the views written"), &|g| {
+                g[b][i] = T::from_f32(0.0)
+            })?;
+        }
+    }
+    for (name, o) in [("dQ", &p.dq), ("dK", &p.dk), ("dV", &p.dv)] {
+        if o.layout.is_empty() {
+            continue;
+        }
+        let [b, sq, h, d] = o.layout.shape;
+        let last = o.offset + o.layout.offset([b - 1, sq - 1, h - 1, d - 1]);
+        let first = o.offset;
+        expect_failure(&format!("{name}'s last element left unwritten"), &|g| g[o.buffer][last] = nan)?;
+        expect_failure(&format!("{name}'s first element off by 1000"), &|g| {
+            g[o.buffer][first] = T::from_f32(g[o.buffer][first].to_f32() + 1000.0)
+        })?;
+    }
+    Ok(())
 }
 
 /// The exact zeros the semantics give: dQ rows that see no key, dK and dV without queries.
@@ -531,11 +641,6 @@ impl<T: Element> Setup<T> {
     /// Nothing outside the gradient views written, no input changed, the exact zeros, and the
     /// gradients against the reference.
     fn check(&self, grads: &[Vec<T>]) -> TestResult {
-        let (c, p) = (&self.c, &self.p);
-        for (i, buf) in grads.iter().enumerate() {
-            let ops: Vec<&Operand> = [&p.dq, &p.dk, &p.dv].into_iter().filter(|o| o.buffer == i).collect();
-            untouched_outside(&format!("gradient buffer {i}"), buf, &ops)?;
-        }
         for (i, (d, h)) in self.d_inputs.iter().zip(&self.inputs).enumerate() {
             unchanged(&format!("buffer {i} (q, k, v)"), &download(&self.stream, d)?, h)?;
         }
@@ -548,20 +653,8 @@ impl<T: Element> Setup<T> {
                 got_lse[i], self.lse[i]
             )));
         }
-
-        let s = c.shape;
-        let dq = gather(&grads[p.dq.buffer], &p.dq);
-        let dk = gather(&grads[p.dk.buffer], &p.dk);
-        let dv = gather(&grads[p.dv.buffer], &p.dv);
-        exact_zeros(s, c.causal, &dq, &dk, &dv)?;
-        if [s.batch, s.seqlen_q, s.seqlen_k, s.heads_q].contains(&0) {
-            return Ok(());
-        }
-        let host = |o: &Operand| HostView { data: &self.inputs[o.buffer][o.offset..], layout: o.layout };
-        let dout = HostView { data: &self.dout[p.dout.offset..], layout: p.dout.layout };
-        let (reference, plain) =
-            reference_gradients(&c.attention(), &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
-        check_gradients::<T>(s, [&dq, &dk, &dv], &reference, &plain)
+        let comparisons = check_host(&self.c, &self.p, &self.inputs, &self.dout, grads)?;
+        if comparisons.is_empty() { Ok(()) } else { report(&comparisons) }
     }
 }
 
@@ -692,7 +785,7 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         let g: Vec<Vec<f64>> = r.iter().map(|b| b.iter().map(|x| x.to_f64()).collect()).collect();
         exact_zeros(s, c.causal, &g[0], &g[1], &g[2])?;
         println!("    {mode} mode:");
-        check_gradients::<T>(s, [&g[0], &g[1], &g[2]], &reference, &plain)?;
+        report(&compare_gradients::<T>(s, [&g[0], &g[1], &g[2]], &reference, &plain))?;
     }
     Ok(())
 }

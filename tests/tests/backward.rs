@@ -355,12 +355,48 @@ fn plan() -> Vec<Planned> {
 fn main() -> ExitCode {
     let mut trials: Vec<Trial> = plan().into_iter().map(Planned::trial).collect();
     trials.push(Trial::gpu("backward::bad_inputs_are_errors_before_launch", bad_inputs).sanitize());
+    for c in host_self_test_cases() {
+        let name = format!("backward::cpu::host_checks::{}", c.name());
+        trials.push(Trial::cpu(name, move |ctx| c.run_host_self_test(ctx)));
+    }
     trials.push(Trial::cpu("backward::cpu::trial_names_are_unique", names_unique));
     trials.push(Trial::cpu("backward::cpu::the_matrix_covers_the_brief", coverage));
     trials.push(Trial::cpu("backward::cpu::tiers_fit_their_budgets", budgets));
     trials.push(Trial::cpu("backward::cpu::workspace_lengths", workspace_lengths));
     trials.push(Trial::cpu("backward::cpu::options_follow_the_forward", options_follow_the_forward));
     run(trials)
+}
+
+/// Small cases whose host-side checks (placement, poison, gather, exact zeros, comparison) run
+/// on the CPU with plain gradients standing in for a kernel's: every placement, GQA, causal rows
+/// without keys, head dim 1, and the empty lengths.
+fn host_self_test_cases() -> Vec<BackwardCase> {
+    [
+        (false, (13, 7), 4, 2, 33, true, Placement::Contiguous),
+        (true, (9, 9), 2, 2, 16, true, Placement::Packed),
+        (false, (5, 11), 2, 1, 1, false, Placement::Padded),
+        (true, (21, 17), 8, 1, 40, true, Placement::Padded),
+        (true, (0, 7), 2, 1, 8, false, Placement::Padded),
+        (false, (6, 0), 2, 2, 8, true, Placement::Contiguous),
+    ]
+    .into_iter()
+    .map(|(bf16, (sq, sk), hq, hkv, d, causal, placement)| BackwardCase {
+        bf16,
+        shape: AttentionShape {
+            batch: 2,
+            seqlen_q: sq,
+            seqlen_k: sk,
+            heads_q: hq,
+            heads_kv: hkv,
+            headdim: d,
+        },
+        causal,
+        placement,
+        tile: None,
+        deterministic: false,
+        path: KernelPath::Ampere,
+    })
+    .collect()
 }
 
 /// `r` is an invalid-argument error naming `argument`; the message is printed.
