@@ -8,10 +8,12 @@
 //! checks and why the forward's O and LSE come from the reference.
 //!
 //! Also: the deterministic mode run twice, bit for bit; the saved context (`forward_saved`, then
-//! `SavedForward::backward`); empty problems; argument errors before any launch; and CPU checks of
-//! the matrix itself (coverage, tier sizes and the reference's time budget).
+//! `SavedForward::backward`); empty problems; argument errors before any launch. On the CPU: the
+//! host side of a trial's check run with plain gradients in place of a kernel's (and shown to
+//! catch what it must), and checks of the matrix itself (coverage, tier sizes, the reference's
+//! time budget).
 //!
-//! `RUSTFLASH_TIER=quick` runs about 90 trials in about a minute; the full tier a few minutes on
+//! `RUSTFLASH_TIER=quick` runs about 90 GPU trials in about a minute; the full tier a few minutes on
 //! an H100 host (the CPU reference dominates: shapes are capped so that one (batch, K/V head)
 //! pair's reference takes at most ~3 s). Every trial prints its error ratios (`ratio dQ=.. dK=..
 //! dV=..`), which the bundle's summary reduces to the worst per tensor.
