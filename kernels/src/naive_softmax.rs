@@ -160,3 +160,66 @@ pub unsafe extern "ptx-kernel" fn naive_softmax_bf16(
     // SAFETY: as for `naive_softmax_f16`.
     unsafe { softmax_rows::<Bf16>(s, p, cols, seqlen_q, scale_log2, causal) }
 }
+
+/// Block `r` writes row `r` of softmax's backward, `dS = P ∘ (dP − Σ_j P ∘ dP)` (the
+/// baseline's own row sum of `P ∘ dP`, which equals FlashAttention's `rowsum(dO ∘ O)`), into
+/// `ds`, which may alias `dp`.
+///
+/// # Safety
+/// As for the kernels below; every thread of the block calls it.
+#[inline(always)]
+unsafe fn softmax_backward_rows<T: Half>(p: *const u16, dp: *const u16, ds: *mut u16, cols: u32) {
+    let off = block_idx_x() as usize * cols as usize;
+    // SAFETY: `row < gridDim.x`, and the caller gives each buffer `gridDim.x · cols` elements.
+    let (p, dp, ds) = unsafe { (p.add(off), dp.add(off), ds.add(off)) };
+    let mut dot = 0.0;
+    let mut j = thread_idx_x();
+    while j < cols {
+        // SAFETY: `j < cols`: inside the row.
+        dot += unsafe { T::to_f32(*p.add(j as usize)) * T::to_f32(*dp.add(j as usize)) };
+        j += block_dim_x();
+    }
+    // SAFETY: every thread leaves the loop above and reaches this call; the launch gives at
+    // most 256 threads and 32 bytes of shared memory.
+    let dot = unsafe { block_reduce(dot, |a, b| a + b) };
+    let mut j = thread_idx_x();
+    while j < cols {
+        // SAFETY: `j < cols`: inside the row; each element is read before this thread writes it.
+        unsafe {
+            let (x, y) = (T::to_f32(*p.add(j as usize)), T::to_f32(*dp.add(j as usize)));
+            *ds.add(j as usize) = T::from_f32(x * (y - dot));
+        }
+        j += block_dim_x();
+    }
+}
+
+/// f16 rows of softmax's backward.
+///
+/// # Safety
+/// One block per row, at most 256 threads (a multiple of 32), 32 bytes of dynamic shared
+/// memory; `p`, `dp` and `ds` hold `gridDim.x · cols` elements (`ds` may be `dp`).
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn naive_softmax_backward_f16(
+    p: *const u16,
+    dp: *const u16,
+    ds: *mut u16,
+    cols: u32,
+) {
+    // SAFETY: the caller's guarantees are the helper's; every thread of the block runs it.
+    unsafe { softmax_backward_rows::<F16>(p, dp, ds, cols) }
+}
+
+/// bf16 rows of softmax's backward.
+///
+/// # Safety
+/// As for `naive_softmax_backward_f16`.
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn naive_softmax_backward_bf16(
+    p: *const u16,
+    dp: *const u16,
+    ds: *mut u16,
+    cols: u32,
+) {
+    // SAFETY: as for `naive_softmax_backward_f16`.
+    unsafe { softmax_backward_rows::<Bf16>(p, dp, ds, cols) }
+}
