@@ -17,8 +17,10 @@ pub mod ptx;
 mod tensor;
 
 pub use attention::{
-    FlashAttention, ForwardConfig, ForwardLens, ForwardOptions, ForwardParams, ForwardPlan, ForwardTile,
-    RawForward,
+    BACKWARD_WORKSPACE_ALIGN, BackwardConfig, BackwardKernel, BackwardLaunch, BackwardLens, BackwardOptions,
+    BackwardParams, BackwardPlan, BackwardTile, BackwardWorkspace, FlashAttention, ForwardConfig,
+    ForwardLens, ForwardOptions, ForwardParams, ForwardPlan, ForwardTile, RawBackward, RawForward,
+    SavedForward,
 };
 pub use device::{Device, DeviceInfo, device_count, driver_available};
 pub use element::Element;

@@ -1,9 +1,11 @@
-//! Which forward kernel runs a problem: the row of [`FORWARD_CONFIGS`] for the element type and
-//! head-dim bucket, in the largest tile class the GPU's shared memory holds (or the class a
-//! caller forces).
+//! Which kernels run a problem: the row of [`FORWARD_CONFIGS`] (or [`BACKWARD_CONFIGS`]) for
+//! the element type and head-dim bucket, in the largest tile class the GPU's shared memory holds
+//! (or the class a caller forces).
 
 use crate::error::{Error, Result};
-use rustflash_abi::{Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile};
+use rustflash_abi::{
+    BACKWARD_CONFIGS, BackwardConfig, BackwardTile, Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile,
+};
 
 /// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it.
 pub fn bucket(head_dim: usize) -> Option<usize> {
@@ -41,6 +43,44 @@ pub fn select(
         smallest = Some(c);
     }
     Err(smallest.map(too_big).unwrap_or_else(|| Error::invalid("q", "a head dim with kernels", head_dim)))
+}
+
+/// The backward kernels for `dtype` and `head_dim` (1..=256): the forced class, or the first
+/// class in [`BackwardTile::ALL`] whose kernels all fit `shared_limit` bytes per block
+/// ([`BackwardConfig::max_shared_bytes`], the larger of the main and the deterministic dQ
+/// kernel's: a class serves both modes). [`Error::SharedMemoryLimit`] names the row's kernel
+/// that needs the most.
+pub fn select_backward(
+    dtype: Dtype,
+    head_dim: usize,
+    forced: Option<BackwardTile>,
+    shared_limit: usize,
+) -> Result<&'static BackwardConfig> {
+    let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
+    let row = |tile: BackwardTile| {
+        BACKWARD_CONFIGS.iter().find(|c| c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
+    };
+    let too_big = |c: &BackwardConfig| Error::SharedMemoryLimit {
+        kernel: if c.shared_bytes() >= c.dq_shared_bytes() { c.name } else { c.dq_name }.into(),
+        requested: c.max_shared_bytes(),
+        limit: shared_limit,
+    };
+    if let Some(tile) = forced {
+        let c = row(tile).ok_or_else(|| {
+            Error::invalid("options.tile", "a tile class with backward kernels", format!("{tile:?}"))
+        })?;
+        return if c.max_shared_bytes() <= shared_limit { Ok(c) } else { Err(too_big(c)) };
+    }
+    let mut smallest = None;
+    for c in BackwardTile::ALL.into_iter().filter_map(row) {
+        if c.max_shared_bytes() <= shared_limit {
+            return Ok(c);
+        }
+        smallest = Some(c);
+    }
+    Err(smallest
+        .map(too_big)
+        .unwrap_or_else(|| Error::invalid("q", "a head dim with backward kernels", head_dim)))
 }
 
 #[cfg(test)]
@@ -95,6 +135,81 @@ mod tests {
         for d in [32, 100, 256] {
             assert!(select(Dtype::Bf16, d, None, 227 * 1024).unwrap().name.contains("_bf16_"));
             assert!(select(Dtype::F16, d, None, 227 * 1024).unwrap().name.contains("_f16_"));
+        }
+    }
+
+    #[test]
+    fn the_backward_choice_follows_shared_memory() {
+        let pick = |d, limit| select_backward(Dtype::F16, d, None, limit).map(|c| c.tile);
+        // H100 227 KB, A100 163 KB: Large at every head dim (144.5 KB at 256).
+        for limit in [227 * 1024, 163 * 1024] {
+            for d in [1, 32, 64, 96, 128, 160, 192, 224, 256] {
+                assert_eq!(pick(d, limit).unwrap(), BackwardTile::Large, "head dim {d}");
+            }
+        }
+        // RTX-sized 99 KB: Large while it fits (up to 96, and 160), Small at 128 and from 192.
+        for d in [32, 64, 96, 160] {
+            assert_eq!(pick(d, 99 * 1024).unwrap(), BackwardTile::Large, "head dim {d}");
+        }
+        for d in [128, 192, 224, 256] {
+            assert_eq!(pick(d, 99 * 1024).unwrap(), BackwardTile::Small, "head dim {d}");
+        }
+        // T4-sized 64 KB: Small up to bucket 224, nothing at 256.
+        for d in [1, 32, 64, 96, 128, 160, 192, 224] {
+            assert_eq!(pick(d, 64 * 1024).unwrap(), BackwardTile::Small, "head dim {d}");
+        }
+        match pick(256, 64 * 1024) {
+            Err(Error::SharedMemoryLimit { kernel, requested, limit }) => {
+                assert!(kernel.starts_with("flash_bwd_sm80_f16_d256_"), "{kernel}");
+                assert!(requested > limit);
+            }
+            other => panic!("expected a shared memory error, got {other:?}"),
+        }
+        // The first that fits, in order of preference, for every row and limit.
+        for limit in [48 * 1024, 64 * 1024, 99 * 1024, 163 * 1024, 227 * 1024] {
+            for d in (32..=256).step_by(32) {
+                let want = BackwardTile::ALL.into_iter().find(|&t| {
+                    BACKWARD_CONFIGS
+                        .iter()
+                        .any(|c| c.head_dim == d && c.tile == t && c.max_shared_bytes() <= limit)
+                });
+                assert_eq!(pick(d, limit).ok(), want, "head dim {d} under {limit} bytes");
+            }
+        }
+        // Forced classes.
+        assert!(matches!(
+            select_backward(Dtype::F16, 128, Some(BackwardTile::Large), 99 * 1024),
+            Err(Error::SharedMemoryLimit { .. })
+        ));
+        let small = select_backward(Dtype::Bf16, 128, Some(BackwardTile::Small), 227 * 1024).unwrap();
+        assert_eq!((small.tile, small.head_dim), (BackwardTile::Small, 128));
+        assert!(small.name.contains("_bf16_"));
+        assert!(matches!(
+            select_backward(Dtype::F16, 257, None, 227 * 1024),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    /// Every backward kernel the dispatch can name (all four of every row) is an `.entry` of the
+    /// sm_80 and sm_90a modules, with the block size its row says.
+    #[test]
+    #[ignore = "until the backward kernels land"]
+    fn every_configured_backward_kernel_is_shipped() {
+        let threads = rustflash_abi::ROW_KERNEL_THREADS;
+        for arch in ["sm_80", "sm_90a"] {
+            for c in BACKWARD_CONFIGS {
+                for (name, block) in [
+                    (c.name, c.threads()),
+                    (c.dq_name, c.dq_threads()),
+                    (c.pre_name, threads),
+                    (c.convert_name, threads),
+                ] {
+                    let k = crate::ptx::kernel(arch, name)
+                        .unwrap_or_else(|| panic!("{name} is not in the {arch} module"));
+                    assert!(k.ptx.contains(&format!(".entry {name}(")), "{name} in {arch}");
+                    assert!(k.ptx.contains(&format!(".maxntid {block}, 1, 1")), "{name} in {arch}");
+                }
+            }
         }
     }
 }

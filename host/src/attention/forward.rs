@@ -121,33 +121,16 @@ impl FlashAttention {
         lse: &mut DeviceTensorMut<'_, f32, 3>,
         options: &ForwardOptions,
     ) -> Result<()> {
-        let (ours, theirs) = (self.device.context(), stream.context());
-        if **ours != **theirs {
-            return Err(Error::invalid(
-                "stream",
-                format!("a stream of this device's context (device {})", ours.ordinal()),
-                format!("a stream of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
-            ));
-        }
-        // Each buffer must live in this device's context too: an address of another GPU's
-        // allocation would be meaningless (or another buffer) here.
-        let views: [(&'static str, &Arc<CudaStream>); 5] = [
-            ("q", q.data.stream()),
-            ("k", k.data.stream()),
-            ("v", v.data.stream()),
-            ("out", out.data.stream()),
-            ("lse", lse.data.stream()),
-        ];
-        for (name, owner) in views {
-            let theirs = owner.context();
-            if **ours != **theirs {
-                return Err(Error::invalid(
-                    name,
-                    format!("a buffer of this device's context (device {})", ours.ordinal()),
-                    format!("a buffer of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
-                ));
-            }
-        }
+        self.check_contexts(
+            stream,
+            &[
+                ("q", q.data.stream()),
+                ("k", k.data.stream()),
+                ("v", v.data.stream()),
+                ("out", out.data.stream()),
+                ("lse", lse.data.stream()),
+            ],
+        )?;
         let lens = ForwardLens {
             q: q.data.len(),
             k: k.data.len(),
@@ -193,6 +176,35 @@ impl FlashAttention {
         let plan = self.plan::<T>(args, None, options)?;
         // SAFETY: the caller guarantees the addresses, the memory and the stream.
         unsafe { self.launch(stream, plan) }
+    }
+
+    /// `stream`, and the stream of each buffer (named by its argument), belong to this device's
+    /// context: an address of another GPU's allocation would be meaningless (or another buffer)
+    /// here.
+    pub(super) fn check_contexts(
+        &self,
+        stream: &CudaStream,
+        buffers: &[(&'static str, &Arc<CudaStream>)],
+    ) -> Result<()> {
+        let (ours, theirs) = (self.device.context(), stream.context());
+        if **ours != **theirs {
+            return Err(Error::invalid(
+                "stream",
+                format!("a stream of this device's context (device {})", ours.ordinal()),
+                format!("a stream of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
+            ));
+        }
+        for &(name, owner) in buffers {
+            let theirs = owner.context();
+            if **ours != **theirs {
+                return Err(Error::invalid(
+                    name,
+                    format!("a buffer of this device's context (device {})", ours.ordinal()),
+                    format!("a buffer of device {}'s context {:?}", theirs.ordinal(), theirs.cu_ctx()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The checks of [`ForwardPlan::new`] on this device; `None` when there is nothing to launch.

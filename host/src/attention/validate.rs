@@ -13,6 +13,7 @@ use super::dispatch;
 use super::forward::{ForwardOptions, RawForward};
 use crate::Element;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::tensor::RawTensor;
 use rustflash_abi::{ForwardConfig, ForwardParams};
 
@@ -54,7 +55,7 @@ impl Span {
 
 impl<'a> View<'a> {
     /// A `(batch, seqlen, heads, headdim)` operand: the head dim contiguous.
-    fn tensor4(
+    pub(crate) fn tensor4(
         name: &'static str,
         t: &'a RawTensor,
         elem_bytes: u64,
@@ -75,13 +76,28 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The `(batch, heads_q, seqlen_q)` f32 log-sum-exp: any strides.
+    pub(crate) fn lse(t: &'a RawTensor<3>, len: Option<usize>, output: bool, reach: &'a [usize; 3]) -> Self {
+        View {
+            name: "lse",
+            ptr: t.ptr,
+            shape: &t.layout.shape,
+            strides: &t.layout.strides,
+            elem_bytes: 4,
+            len,
+            output,
+            contiguous_last: false,
+            reach,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.shape.contains(&0)
     }
 
     /// The stride the kernel uses for dimension `i`: 0 for a dimension of size 1, 1 for a
     /// contiguous last dimension.
-    fn effective_stride(&self, i: usize) -> u64 {
+    pub(crate) fn effective_stride(&self, i: usize) -> u64 {
         if self.contiguous_last && i + 1 == self.shape.len() {
             1
         } else if self.shape[i] <= 1 {
@@ -89,6 +105,11 @@ impl<'a> View<'a> {
         } else {
             self.strides[i] as u64
         }
+    }
+
+    /// The effective strides of the first three dimensions (the kernels' `[u64; 3]`).
+    pub(crate) fn strides3(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.effective_stride(i))
     }
 
     /// `Σ (extent[i] − 1) · effective_stride(i)` in 128 bits; `None` past 2^128.
@@ -198,8 +219,13 @@ impl<'a> View<'a> {
     }
 }
 
-/// Rules 1 to 6 for every view; their spans (`None` for empty views), in order.
-pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Option<Span>; N]> {
+/// Rules 1 to 6 for every view; their spans (`None` for empty views), in order. With
+/// `interleaved`, two operands whose address ranges meet still pass rule 6 when
+/// [`interleaved_disjoint`] proves that they share no byte (the backward's packed gradients).
+pub(crate) fn check_views<const N: usize>(
+    views: &[View<'_>; N],
+    interleaved: bool,
+) -> Result<[Option<Span>; N]> {
     // An array, not a vector: validation allocates nothing unless it fails.
     let mut spans = [None; N];
     for (span, view) in spans.iter_mut().zip(views) {
@@ -216,7 +242,7 @@ pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Opti
             if i == j || (b.output && j > i) {
                 continue;
             }
-            if sa.overlaps(sb) {
+            if sa.overlaps(sb) && !(interleaved && interleaved_disjoint(a, b)) {
                 return Err(Error::invalid(
                     a.name,
                     format!("no byte in common with `{}` (an output may not overlap any operand)", b.name),
@@ -226,6 +252,57 @@ pub(crate) fn check_views<const N: usize>(views: &[View<'_>; N]) -> Result<[Opti
         }
     }
     Ok(spans)
+}
+
+/// Whether two checked, non-empty views provably share no byte although their address ranges
+/// meet: views interleaved in one buffer, as the gradients dQ, dK, dV of a packed
+/// `(batch, seqlen, 3, heads, headdim)` tensor are. Sufficient, not exact.
+///
+/// For a threshold `t` (bytes), call a dimension of size 2 or more *outer* when its stride in
+/// bytes is at least `t`, *inner* otherwise. A view's bytes then lie in blocks
+/// `[ptr + m·g, ptr + m·g + w)`, `g` the gcd of the outer strides (in bytes) of both views and
+/// `w` the bytes its inner dimensions span (its highest inner offset plus one element). With
+/// `r = (ptr_b − ptr_a) mod g`, the two are disjoint when `w_a <= r` and `r + w_b <= g`: every
+/// byte of `a` is at a residue in `[0, w_a)` from `ptr_a`, every byte of `b` in `[r, r + w_b)`.
+/// Each stride of either view is tried as `t`.
+pub(crate) fn interleaved_disjoint(a: &View<'_>, b: &View<'_>) -> bool {
+    // (stride in bytes, extent − 1) of the dimensions of size 2 or more; on the stack.
+    fn dims(v: &View<'_>) -> ([(u128, u128); MAX_RANK], usize) {
+        let mut out = [(0u128, 0u128); MAX_RANK];
+        let mut n = 0;
+        for i in (0..v.shape.len()).filter(|&i| v.shape[i] > 1) {
+            let Some(slot) = out.get_mut(n) else { break };
+            *slot = (v.effective_stride(i) as u128 * v.elem_bytes as u128, v.shape[i] as u128 - 1);
+            n += 1;
+        }
+        (out, n)
+    }
+    fn gcd(mut x: u128, mut y: u128) -> u128 {
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    }
+    if a.shape.len() > MAX_RANK || b.shape.len() > MAX_RANK {
+        return false;
+    }
+    let ((da, na), (db, nb)) = (dims(a), dims(b));
+    let (da, db) = (&da[..na], &db[..nb]);
+    // Inner bytes spanned below `t`, and the gcd of the strides at or above it.
+    let split = |d: &[(u128, u128)], t: u128, g: u128, e: u64| {
+        let inner: u128 = d.iter().filter(|&&(s, _)| s < t).map(|&(s, n)| s * n).sum();
+        let g = d.iter().filter(|&&(s, _)| s >= t).fold(g, |g, &(s, _)| gcd(g, s));
+        (inner + e as u128, g)
+    };
+    da.iter().chain(db).map(|&(t, _)| t).filter(|&t| t > 0).any(|t| {
+        let (wa, g) = split(da, t, 0, a.elem_bytes);
+        let (wb, g) = split(db, t, g, b.elem_bytes);
+        if g == 0 {
+            return false;
+        }
+        let r = ((b.ptr as i128 - a.ptr as i128).rem_euclid(g as i128)) as u128;
+        wa <= r && r + wb <= g
+    })
 }
 
 /// `len` rounded up to a multiple of `tile`, which the kernel holds in 32 bits; else an error
@@ -253,7 +330,7 @@ fn padded_to_tile(
 
 /// The widest access (16, 8, 4 or 2 bytes) that every address and every stride (in bytes) of
 /// the non-empty views allows.
-fn access_width(views: &[&View<'_>]) -> u32 {
+pub(crate) fn access_width(views: &[&View<'_>]) -> u32 {
     [16u128, 8, 4]
         .into_iter()
         .find(|&w| {
@@ -264,6 +341,168 @@ fn access_width(views: &[&View<'_>]) -> u32 {
             })
         })
         .unwrap_or(2) as u32
+}
+
+/// The sizes of an attention problem, read off the forward's five operands (the backward's
+/// first five) and checked against each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub b: usize,
+    pub sq: usize,
+    pub sk: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    /// The head dim, 1..=256.
+    pub d: usize,
+    /// Its bucket ([`dispatch::bucket`]).
+    pub bucket: usize,
+}
+
+impl Problem {
+    /// The shape rules shared by the forward and the backward: `q` is `(batch, seqlen_q,
+    /// heads_q, headdim)` with headdim 1..=256 (even in an empty problem); `k` is `(batch,
+    /// seqlen_k, heads_kv, headdim)` with `heads_kv` dividing `heads_q` (0 only if `heads_q` is);
+    /// `v` the shape of `k`, `out` that of `q`, `lse` `(batch, heads_q, seqlen_q)`. Each failure
+    /// names its argument.
+    pub(crate) fn new(
+        q: &Layout<4>,
+        k: &Layout<4>,
+        v: &Layout<4>,
+        out: &Layout<4>,
+        lse: &Layout<3>,
+    ) -> Result<Problem> {
+        let [b, sq, hq, d] = q.shape;
+        let [bk, sk, hkv, dk] = k.shape;
+        let bucket = match dispatch::bucket(d) {
+            Some(bucket) if d >= 1 => bucket,
+            _ => return Err(Error::invalid("q", "head dim 1..=256", format!("shape {:?}", q.shape))),
+        };
+        if bk != b || dk != d {
+            return Err(Error::invalid(
+                "k",
+                format!("shape ({b}, seqlen_k, heads_kv, {d}), batch and head dim as q's"),
+                format!("shape {:?}", k.shape),
+            ));
+        }
+        if (hkv == 0 && hq != 0) || (hkv != 0 && hq % hkv != 0) {
+            return Err(Error::invalid(
+                "k",
+                format!("heads_kv dividing heads_q = {hq}"),
+                format!("shape {:?}", k.shape),
+            ));
+        }
+        same_shape("v", &v.shape, "k", &k.shape)?;
+        same_shape("out", &out.shape, "q", &q.shape)?;
+        if lse.shape != [b, hq, sq] {
+            return Err(Error::invalid(
+                "lse",
+                format!("shape (batch, heads_q, seqlen_q) = {:?}", [b, hq, sq]),
+                format!("shape {:?}", lse.shape),
+            ));
+        }
+        Ok(Problem { b, sq, sk, hq, hkv, d, bucket })
+    }
+
+    /// `seqlen_q` and `seqlen_k` rounded up to `tile_q` and `tile_k` rows, each held in 32 bits
+    /// by the kernels (else `q`, `k`), and `heads_q` below 2^32 (else `q`).
+    pub(crate) fn padded_lengths(
+        &self,
+        tile_q: usize,
+        tile_k: usize,
+        q: &[usize; 4],
+        k: &[usize; 4],
+    ) -> Result<(usize, usize)> {
+        let padded_q = padded_to_tile("q", "seqlen_q", self.sq, tile_q, "row", q)?;
+        let padded_k = padded_to_tile("k", "seqlen_k", self.sk, tile_k, "key", k)?;
+        if self.hq > u32::MAX as usize {
+            return Err(Error::invalid("q", "heads_q below 2^32", format!("shape {q:?}")));
+        }
+        Ok((padded_q, padded_k))
+    }
+}
+
+/// `argument`'s shape equals `other`'s (named `other_name`).
+pub(crate) fn same_shape(
+    argument: &'static str,
+    shape: &[usize; 4],
+    other_name: &str,
+    other: &[usize; 4],
+) -> Result<()> {
+    if shape == other {
+        return Ok(());
+    }
+    Err(Error::invalid(argument, format!("the shape of {other_name}, {other:?}"), format!("shape {shape:?}")))
+}
+
+/// The softmax scale (`1 / sqrt(head_dim)` by default) and its product with log2(e), both
+/// finite; else an error naming `options.softmax_scale`.
+pub(crate) fn softmax_scale(scale: Option<f32>, head_dim: usize) -> Result<(f32, f32)> {
+    let scale = scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    let scale_log2 = scale * std::f32::consts::LOG2_E;
+    if !scale.is_finite() || !scale_log2.is_finite() {
+        return Err(Error::invalid(
+            "options.softmax_scale",
+            "a finite scale whose product with log2(e) is finite (|scale| < 2.36e38)",
+            format!("{scale:?}"),
+        ));
+    }
+    Ok((scale, scale_log2))
+}
+
+/// The product of `factors`, a grid of at most 2^31 − 1 blocks; else an error naming
+/// `argument` (of shape `shape`), whose rule `what` states the product.
+pub(crate) fn grid(
+    argument: &'static str,
+    factors: [usize; 3],
+    shape: &[usize],
+    what: impl FnOnce() -> String,
+) -> Result<u32> {
+    let [a, b, c] = factors;
+    match a.checked_mul(b).and_then(|x| x.checked_mul(c)).filter(|&x| x <= i32::MAX as usize) {
+        Some(blocks) => Ok(blocks as u32),
+        None => Err(Error::invalid(
+            argument,
+            format!("{} at most 2^31 − 1 blocks", what()),
+            format!("shape {shape:?}"),
+        )),
+    }
+}
+
+/// The forward operands' part of the kernels' argument: addresses and effective strides of
+/// q, k, v, out and lse (checked views, in that order), the sizes, mask and scale. The launch
+/// fields (`num_m_blocks`, `load_bytes`, `store_bytes`) are 0 for the caller to fill.
+pub(crate) fn forward_params(
+    p: &Problem,
+    views: [&View<'_>; 5],
+    causal: bool,
+    scale_log2: f32,
+) -> ForwardParams {
+    let [q, k, v, o, lse] = views;
+    let strides = View::strides3;
+    // The caller bounded every size to 32 bits: the casts are exact.
+    ForwardParams {
+        q: q.ptr,
+        k: k.ptr,
+        v: v.ptr,
+        o: o.ptr,
+        lse: lse.ptr,
+        q_strides: strides(q),
+        k_strides: strides(k),
+        v_strides: strides(v),
+        o_strides: strides(o),
+        lse_strides: strides(lse),
+        seqlen_q: p.sq as u32,
+        seqlen_k: p.sk as u32,
+        heads_q: p.hq as u32,
+        // heads_kv >= 1 when heads_q >= 1 (the shape rule).
+        group: p.hq.checked_div(p.hkv).unwrap_or(0) as u32,
+        head_dim: p.d as u32,
+        num_m_blocks: 0,
+        causal: causal as u32,
+        load_bytes: 0,
+        store_bytes: 0,
+        scale_log2,
+    }
 }
 
 /// Lengths, in elements, of the buffers behind a forward call's operands: each view must lie in
@@ -350,80 +589,21 @@ impl ForwardPlan {
         options: &ForwardOptions,
         shared_memory_per_block: usize,
     ) -> Result<Option<ForwardPlan>> {
-        let (q, k, v, out, lse) =
-            (&args.q.layout, &args.k.layout, &args.v.layout, &args.out.layout, &args.lse.layout);
-        let [b, sq, hq, d] = q.shape;
-        let [bk, sk, hkv, dk] = k.shape;
-        let bucket = match dispatch::bucket(d) {
-            Some(bucket) if d >= 1 => bucket,
-            _ => return Err(Error::invalid("q", "head dim 1..=256", format!("shape {:?}", q.shape))),
-        };
-        if bk != b || dk != d {
-            return Err(Error::invalid(
-                "k",
-                format!("shape ({b}, seqlen_k, heads_kv, {d}), batch and head dim as q's"),
-                format!("shape {:?}", k.shape),
-            ));
-        }
-        if (hkv == 0 && hq != 0) || (hkv != 0 && hq % hkv != 0) {
-            return Err(Error::invalid(
-                "k",
-                format!("heads_kv dividing heads_q = {hq}"),
-                format!("shape {:?}", k.shape),
-            ));
-        }
-        if v.shape != k.shape {
-            return Err(Error::invalid(
-                "v",
-                format!("the shape of k, {:?}", k.shape),
-                format!("shape {:?}", v.shape),
-            ));
-        }
-        if out.shape != q.shape {
-            return Err(Error::invalid(
-                "out",
-                format!("the shape of q, {:?}", q.shape),
-                format!("shape {:?}", out.shape),
-            ));
-        }
-        if lse.shape != [b, hq, sq] {
-            return Err(Error::invalid(
-                "lse",
-                format!("shape (batch, heads_q, seqlen_q) = {:?}", [b, hq, sq]),
-                format!("shape {:?}", lse.shape),
-            ));
-        }
-        let scale = options.softmax_scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let scale_log2 = scale * std::f32::consts::LOG2_E;
-        if !scale.is_finite() || !scale_log2.is_finite() {
-            return Err(Error::invalid(
-                "options.softmax_scale",
-                "a finite scale whose product with log2(e) is finite (|scale| < 2.36e38)",
-                format!("{scale:?}"),
-            ));
-        }
+        let p =
+            Problem::new(&args.q.layout, &args.k.layout, &args.v.layout, &args.out.layout, &args.lse.layout)?;
+        let scale_log2 = softmax_scale(options.softmax_scale, p.d)?.1;
+        let Problem { b, sq, hq, hkv, bucket, .. } = p;
         if b == 0 || sq == 0 || hq == 0 {
             return Ok(None);
         }
 
-        let config = dispatch::select(T::DTYPE, d, options.tile, shared_memory_per_block)?;
+        let config = dispatch::select(T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
         let (bm, bn) = (config.block_m, config.block_n);
-        let u32_max = u32::MAX as usize;
         let m_blocks = sq.div_ceil(bm);
-        let padded_q = padded_to_tile("q", "seqlen_q", sq, bm, "row", &q.shape)?;
-        let padded_k = padded_to_tile("k", "seqlen_k", sk, bn, "key", &k.shape)?;
-        if hq > u32_max {
-            return Err(Error::invalid("q", "heads_q below 2^32", format!("shape {:?}", q.shape)));
-        }
-        let blocks =
-            b.checked_mul(hq).and_then(|x| x.checked_mul(m_blocks)).filter(|&x| x <= i32::MAX as usize);
-        let Some(blocks) = blocks else {
-            return Err(Error::invalid(
-                "q",
-                format!("batch · heads_q · ⌈seqlen_q / {bm}⌉ at most 2^31 − 1 blocks"),
-                format!("shape {:?}", q.shape),
-            ));
-        };
+        let (padded_q, padded_k) = p.padded_lengths(bm, bn, &args.q.layout.shape, &args.k.layout.shape)?;
+        let blocks = grid("q", [b, hq, m_blocks], &args.q.layout.shape, || {
+            format!("batch · heads_q · ⌈seqlen_q / {bm}⌉")
+        })?;
 
         let e = T::DTYPE.bytes() as u64;
         let len = |f: fn(&ForwardLens) -> usize| lens.map(f);
@@ -435,47 +615,15 @@ impl ForwardPlan {
             View::tensor4("k", &args.k, e, len(|l| l.k), false, &kv_reach),
             View::tensor4("v", &args.v, e, len(|l| l.v), false, &kv_reach),
             View::tensor4("out", &args.out, e, len(|l| l.out), true, &q_reach),
-            View {
-                name: "lse",
-                ptr: args.lse.ptr,
-                shape: &lse.shape[..],
-                strides: &lse.strides[..],
-                elem_bytes: 4,
-                len: len(|l| l.lse),
-                output: true,
-                contiguous_last: false,
-                reach: &lse_reach[..],
-            },
+            View::lse(&args.lse, len(|l| l.lse), true, &lse_reach),
         ];
-        check_views(&views)?;
+        check_views(&views, false)?;
         let [vq, vk, vv, vo, vl] = &views;
-        let strides = |v: &View<'_>| [0, 1, 2].map(|i| v.effective_stride(i));
-
-        // Every value below was bounded above: the casts are exact.
-        let params = ForwardParams {
-            q: args.q.ptr,
-            k: args.k.ptr,
-            v: args.v.ptr,
-            o: args.out.ptr,
-            lse: args.lse.ptr,
-            q_strides: strides(vq),
-            k_strides: strides(vk),
-            v_strides: strides(vv),
-            o_strides: strides(vo),
-            lse_strides: strides(vl),
-            seqlen_q: sq as u32,
-            seqlen_k: sk as u32,
-            heads_q: hq as u32,
-            // heads_kv >= 1 here: heads_q >= 1 and the shape rule.
-            group: hq.checked_div(hkv).unwrap_or(0) as u32,
-            head_dim: d as u32,
-            num_m_blocks: m_blocks as u32,
-            causal: options.causal as u32,
-            load_bytes: access_width(&[vq, vk, vv]),
-            store_bytes: access_width(&[vo]),
-            scale_log2,
-        };
-        Ok(Some(ForwardPlan { params, config, blocks: blocks as u32 }))
+        let mut params = forward_params(&p, [vq, vk, vv, vo, vl], options.causal, scale_log2);
+        params.num_m_blocks = m_blocks as u32;
+        params.load_bytes = access_width(&[vq, vk, vv]);
+        params.store_bytes = access_width(&[vo]);
+        Ok(Some(ForwardPlan { params, config, blocks }))
     }
 }
 
