@@ -91,9 +91,22 @@ impl Case {
         self.forward_flops() * self.pass.flop_factor()
     }
 
-    /// `d128 s4096 causal`.
+    /// The benchmark's `(batch, heads, seqlen, headdim)` memory seen through rustflash's
+    /// `(batch, seqlen, heads, headdim)` indexing.
+    pub fn layout(&self) -> rustflash::layout::Layout4 {
+        let (s, h, d) = (self.seqlen, self.heads, self.headdim);
+        rustflash::layout::Layout4 { shape: [self.batch, s, h, d], strides: [h * s * d, d, s * d, 1] }
+    }
+
+    /// `f16 d128 s4096 causal`.
     pub fn label(&self) -> String {
-        format!("{} d{} s{}{}", self.dtype.name(), self.headdim, self.seqlen, if self.causal { " causal" } else { "" })
+        format!(
+            "{} d{} s{}{}",
+            self.dtype.name(),
+            self.headdim,
+            self.seqlen,
+            if self.causal { " causal" } else { "" }
+        )
     }
 }
 
@@ -194,8 +207,16 @@ mod tests {
 
     #[test]
     fn flops() {
-        let c = Case { pass: Pass::Both, dtype: Dtype::F16, batch: 4, seqlen: 4096, heads: 16, headdim: 128, causal: true };
-        assert_eq!(c.forward_flops(), 2.0 * (4 * 4096 * 4096 * 16 * 128) as f64);
+        let c = Case {
+            pass: Pass::Both,
+            dtype: Dtype::F16,
+            batch: 4,
+            seqlen: 4096,
+            heads: 16,
+            headdim: 128,
+            causal: true,
+        };
+        assert_eq!(c.forward_flops(), 2.0 * (4 * 4096 * 4096 * 16 * 128usize) as f64);
         assert_eq!(c.flops(), 3.5 * c.forward_flops());
         assert_eq!(Pass::parse("bwd"), Some(Pass::Backward));
         assert_eq!(Pass::parse("forward+backward"), Some(Pass::Both));

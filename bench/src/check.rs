@@ -41,7 +41,8 @@ pub fn rel_diff_bits(a: &[u16], b: &[u16], table: &[f32]) -> f64 {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or((f64::NAN, 0.0))).collect()
     });
-    let err = parts.iter().fold(0.0f64, |e, p| if p.0.is_nan() || e.is_nan() { f64::NAN } else { e.max(p.0) });
+    let err =
+        parts.iter().fold(0.0f64, |e, p| if p.0.is_nan() || e.is_nan() { f64::NAN } else { e.max(p.0) });
     let mag = parts.iter().fold(0.0f64, |m, p| m.max(p.1));
     err / mag.max(f64::MIN_POSITIVE)
 }

@@ -149,7 +149,17 @@ impl Naive {
         // Row-major S (s x s) is column-major Sᵀ = K Qᵀ.
         self.gemm(
             c,
-            Gemm { transa: T, transb: N, m: s, n: s, k: d, alpha: 1.0, a: (b.k, d, sd), b: (b.q, d, sd), c: (b.scores, s, ss) },
+            Gemm {
+                transa: T,
+                transb: N,
+                m: s,
+                n: s,
+                k: d,
+                alpha: 1.0,
+                a: (b.k, d, sd),
+                b: (b.q, d, sd),
+                c: (b.scores, s, ss),
+            },
         )?;
         let kernel = match c.dtype {
             Dtype::F16 => "naive_softmax_f16",
@@ -174,7 +184,17 @@ impl Naive {
         // Row-major O (s x d) is column-major Oᵀ = Vᵀ Pᵀ.
         self.gemm(
             c,
-            Gemm { transa: N, transb: N, m: d, n: s, k: s, alpha: 1.0, a: (b.v, d, sd), b: (b.scores, s, ss), c: (b.out, d, sd) },
+            Gemm {
+                transa: N,
+                transb: N,
+                m: d,
+                n: s,
+                k: s,
+                alpha: 1.0,
+                a: (b.v, d, sd),
+                b: (b.scores, s, ss),
+                c: (b.out, d, sd),
+            },
         )
     }
 
@@ -185,36 +205,70 @@ impl Naive {
         // Row-major dP = dO Vᵀ is column-major dPᵀ = V dOᵀ.
         self.gemm(
             c,
-            Gemm { transa: T, transb: N, m: s, n: s, k: d, alpha: 1.0, a: (b.v, d, sd), b: (b.dout, d, sd), c: (b.dprobs, s, ss) },
+            Gemm {
+                transa: T,
+                transb: N,
+                m: s,
+                n: s,
+                k: d,
+                alpha: 1.0,
+                a: (b.v, d, sd),
+                b: (b.dout, d, sd),
+                c: (b.dprobs, s, ss),
+            },
         )?;
         let cols = c.seqlen as u32;
         let (f, cfg) = self.row_kernel(c, backward_kernel(c.dtype))?;
         // SAFETY: one block per row of `probs` and `dprobs`, which hold `rows · cols` elements
         // each; the kernel allows its output to alias `dp`.
         unsafe {
-            self.stream
-                .launch_builder(&f)
-                .arg(&b.probs)
-                .arg(&b.dprobs)
-                .arg(&b.dprobs)
-                .arg(&cols)
-                .launch(cfg)
+            self.stream.launch_builder(&f).arg(&b.probs).arg(&b.dprobs).arg(&b.dprobs).arg(&cols).launch(cfg)
         }
         .map_err(|e| e.to_string())?;
         // Row-major dV = Pᵀ dO is column-major dVᵀ = dOᵀ P (P is column-major Pᵀ: transposed).
         self.gemm(
             c,
-            Gemm { transa: N, transb: T, m: d, n: s, k: s, alpha: 1.0, a: (b.dout, d, sd), b: (b.probs, s, ss), c: (b.dv, d, sd) },
+            Gemm {
+                transa: N,
+                transb: T,
+                m: d,
+                n: s,
+                k: s,
+                alpha: 1.0,
+                a: (b.dout, d, sd),
+                b: (b.probs, s, ss),
+                c: (b.dv, d, sd),
+            },
         )?;
         // Row-major dQ = scale · dS K is column-major dQᵀ = scale · Kᵀ dSᵀ.
         self.gemm(
             c,
-            Gemm { transa: N, transb: N, m: d, n: s, k: s, alpha: scale, a: (b.k, d, sd), b: (b.dprobs, s, ss), c: (b.dq, d, sd) },
+            Gemm {
+                transa: N,
+                transb: N,
+                m: d,
+                n: s,
+                k: s,
+                alpha: scale,
+                a: (b.k, d, sd),
+                b: (b.dprobs, s, ss),
+                c: (b.dq, d, sd),
+            },
         )?;
         // Row-major dK = scale · dSᵀ Q is column-major dKᵀ = scale · Qᵀ dS.
         self.gemm(
             c,
-            Gemm { transa: N, transb: T, m: d, n: s, k: s, alpha: scale, a: (b.q, d, sd), b: (b.dprobs, s, ss), c: (b.dk, d, sd) },
+            Gemm {
+                transa: N,
+                transb: T,
+                m: d,
+                n: s,
+                k: s,
+                alpha: scale,
+                a: (b.q, d, sd),
+                b: (b.dprobs, s, ss),
+                c: (b.dk, d, sd),
+            },
         )
     }
 }

@@ -28,7 +28,11 @@ pub struct Grads {
 
 impl Buffers {
     /// O and LSE for `c`; with `backward`, the gradients and a workspace for those options.
-    pub fn new(stream: &Arc<CudaStream>, c: &Case, backward: Option<&BackwardOptions>) -> Result<Buffers, String> {
+    pub fn new(
+        stream: &Arc<CudaStream>,
+        c: &Case,
+        backward: Option<&BackwardOptions>,
+    ) -> Result<Buffers, String> {
         let err = |e: cudarc::driver::DriverError| e.to_string();
         let rows = c.batch * c.heads * c.seqlen;
         let grads = match backward {
@@ -44,7 +48,11 @@ impl Buffers {
             }
             None => None,
         };
-        Ok(Buffers { out: stream.alloc_zeros(ELEMENTS).map_err(err)?, lse: stream.alloc_zeros(rows).map_err(err)?, grads })
+        Ok(Buffers {
+            out: stream.alloc_zeros(ELEMENTS).map_err(err)?,
+            lse: stream.alloc_zeros(rows).map_err(err)?,
+            grads,
+        })
     }
 
     /// Device bytes the pass holds: q, k, v, O, LSE; with a backward dO, dQ, dK, dV and the
@@ -57,18 +65,18 @@ impl Buffers {
 }
 
 /// One timed step of ours: a forward pass (with `fwd`), then a backward pass (with `bwd`), on
-/// `data` (q, k, v, dO, `ELEMENTS` each) seen through `layout`.
+/// `data` (q, k, v, dO, `ELEMENTS` each) in the case's layout.
 pub fn step(
     fa: &FlashAttention,
     stream: &Arc<CudaStream>,
-    dtype: Dtype,
+    c: &Case,
     data: &CudaSlice<u16>,
     bufs: &mut Buffers,
-    layout: Layout4,
     fwd: Option<&ForwardOptions>,
     bwd: Option<&BackwardOptions>,
 ) -> Result<(), String> {
-    match dtype {
+    let layout = c.layout();
+    match c.dtype {
         Dtype::F16 => step_as::<f16>(fa, stream, data, bufs, layout, fwd, bwd),
         Dtype::Bf16 => step_as::<bf16>(fa, stream, data, bufs, layout, fwd, bwd),
     }
@@ -102,10 +110,8 @@ fn step_as<T: Element>(
         let out = t(unsafe { bufs.out.transmute::<T>(ELEMENTS) }.ok_or("view")?);
         let lse = DeviceTensor::contiguous(bufs.lse.slice(0..b * h * s), [b, h, s]);
         let dout = t(view(3)?);
-        let mut grad = |x: &mut CudaSlice<u16>| -> Result<DeviceTensorMut<'_, T>, String> {
-            Ok(DeviceTensorMut { data: unsafe { x.transmute_mut::<T>(ELEMENTS) }.ok_or("view")?, layout })
-        };
-        let (mut dq, mut dk, mut dv) = (grad(&mut g.dq)?, grad(&mut g.dk)?, grad(&mut g.dv)?);
+        let (mut dq, mut dk, mut dv) =
+            (view_mut(&mut g.dq, layout)?, view_mut(&mut g.dk, layout)?, view_mut(&mut g.dv, layout)?);
         let len = g.workspace.len();
         let mut ws = DeviceTensorMut::contiguous(g.workspace.slice_mut(0..len), [len]);
         fa.backward(stream, &q, &k, &v, &out, &dout, &lse, &mut dq, &mut dk, &mut dv, &mut ws, options)
@@ -114,8 +120,16 @@ fn step_as<T: Element>(
     Ok(())
 }
 
-/// What [`small_case_error`] checks against, for the reports.
-pub const SMALL_CASE: &str = "float64 reference (batch 1, seqlen 256, 2 heads)";
+/// `x`'s `ELEMENTS` 16-bit values as a tensor of `T`.
+fn view_mut<T: Element>(x: &mut CudaSlice<u16>, layout: Layout4) -> Result<DeviceTensorMut<'_, T>, String> {
+    // SAFETY: as in `step_as`.
+    Ok(DeviceTensorMut { data: unsafe { x.transmute_mut::<T>(ELEMENTS) }.ok_or("view")?, layout })
+}
+
+/// What ours is checked against without the naive backward: [`small_case_error`], and the
+/// other mode's gradients on the case itself.
+pub const SMALL_CASE_AND_MODES: &str =
+    "float64 reference (batch 1, seqlen 256, 2 heads) and the other mode here";
 
 /// Ours (in the mode of `options`) on a small problem of the case's dtype, head dim and mask
 /// (batch 1, seqlen 256, 2 heads, contiguous) against the float64 reference's gradients: the
@@ -153,8 +167,13 @@ fn small_case_as<T: Element>(
     let dev = stream.clone_htod(&host).map_err(err)?;
     let mut out = stream.alloc_zeros::<T>(n).map_err(err)?;
     let mut lse = stream.alloc_zeros::<f32>(2 * 256).map_err(err)?;
-    let mut grads = [stream.alloc_zeros::<T>(n).map_err(err)?, stream.alloc_zeros::<T>(n).map_err(err)?, stream.alloc_zeros::<T>(n).map_err(err)?];
-    let len = FlashAttention::backward_workspace_len(1, 2, 256, c.headdim, options).map_err(|e| e.to_string())?;
+    let mut grads = [
+        stream.alloc_zeros::<T>(n).map_err(err)?,
+        stream.alloc_zeros::<T>(n).map_err(err)?,
+        stream.alloc_zeros::<T>(n).map_err(err)?,
+    ];
+    let len =
+        FlashAttention::backward_workspace_len(1, 2, 256, c.headdim, options).map_err(|e| e.to_string())?;
     let mut ws = stream.alloc_zeros::<f32>(len.max(1)).map_err(err)?;
     let part = |i: usize| DeviceTensor::contiguous(dev.slice(i * n..(i + 1) * n), shape);
     let (q, k, v, dout) = (part(0), part(1), part(2), part(3));
@@ -175,10 +194,18 @@ fn small_case_as<T: Element>(
         fa.backward(stream, &q, &k, &v, &o, &dout, &l, &mut dq, &mut dk, &mut dv, &mut w, options)
             .map_err(|e| e.to_string())?;
     }
-    let got: Vec<Vec<T>> = grads.iter().map(|g| stream.clone_dtoh(g)).collect::<Result<_, _>>().map_err(err)?;
+    let got: Vec<Vec<T>> =
+        grads.iter().map(|g| stream.clone_dtoh(g)).collect::<Result<_, _>>().map_err(err)?;
     let view = |i: usize| HostView { data: &host[i * n..(i + 1) * n], layout: Layout4::contiguous(shape) };
     let att = Attention {
-        shape: AttentionShape { batch: 1, seqlen_q: 256, seqlen_k: 256, heads_q: 2, heads_kv: 2, headdim: c.headdim },
+        shape: AttentionShape {
+            batch: 1,
+            seqlen_q: 256,
+            seqlen_k: 256,
+            heads_q: 2,
+            heads_kv: 2,
+            headdim: c.headdim,
+        },
         softmax_scale: 1.0 / (c.headdim as f64).sqrt(),
         causal: c.causal,
     };

@@ -243,10 +243,15 @@ pub fn summary(run: &Run) -> String {
         for (a, b) in &wanted {
             write!(header, " {} / {b} |", short(a)).unwrap();
         }
-        writeln!(tables, "
+        writeln!(
+            tables,
+            "
 {}:
 
-{header}", title(pass)).unwrap();
+{header}",
+            title(pass)
+        )
+        .unwrap();
         writeln!(tables, "|{}", " --- |".repeat(2 + names.len() + wanted.len())).unwrap();
         for group in 0..2 {
             let cells: Vec<&(Case, Vec<&Row>)> =
@@ -258,9 +263,8 @@ pub fn summary(run: &Run) -> String {
             dims.sort_unstable();
             dims.dedup();
             let dims = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-            let tflops = |rows: &[&Row], n: &str| {
-                rows.iter().find(|r| r.implementation == n).and_then(|r| r.tflops())
-            };
+            let tflops =
+                |rows: &[&Row], n: &str| rows.iter().find(|r| r.implementation == n).and_then(|r| r.tflops());
             let mut line = format!("| {dims} | {} |", cells.len());
             for n in &names {
                 let t: Vec<f64> = cells.iter().filter_map(|(_, rows)| tflops(rows, n)).collect();
