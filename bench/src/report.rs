@@ -388,3 +388,100 @@ pub fn today() -> String {
     let y = yoe + era * 400 + (m <= 2) as i64;
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::Dtype;
+
+    fn row(pass: Pass, headdim: usize, seqlen: usize, name: &str, median_ms: Option<f64>) -> Row {
+        let case = Case {
+            pass,
+            dtype: Dtype::F16,
+            batch: 16384 / seqlen,
+            seqlen,
+            heads: 2048 / headdim,
+            headdim,
+            causal: false,
+        };
+        let outcome = match median_ms {
+            Some(median_ms) => Outcome::Measured {
+                median_ms,
+                runs: 20,
+                peak_bytes: 1 << 20,
+                rel_error: 1e-3,
+                checked_against: "naive",
+            },
+            None => Outcome::Missing("not here".into()),
+        };
+        Row { case, implementation: name.into(), outcome }
+    }
+
+    fn sample() -> Run {
+        let mut rows = Vec::new();
+        for pass in Pass::ALL {
+            for d in [64, 256] {
+                for s in [512, 1024, 4096] {
+                    let f = pass.flop_factor();
+                    rows.push(row(pass, d, s, OURS, Some(f * 1.0)));
+                    if pass.has_backward() {
+                        rows.push(row(pass, d, s, OURS_DET, Some(f * 1.25)));
+                    }
+                    rows.push(row(pass, d, s, NAIVE, if d == 64 { None } else { Some(f * 4.0) }));
+                    rows.push(row(pass, d, s, "torch flash", Some(f * 1.1)));
+                    rows.push(row(pass, d, s, "torch cudnn", Some(f * 0.5)));
+                }
+            }
+        }
+        Run {
+            gpu: "GPU".into(),
+            torch: "torch 2".into(),
+            date: "2026-11-23".into(),
+            mode: "full".into(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn tables_per_pass_with_ratios_and_summary() {
+        let md = markdown_table(&sample());
+        for section in ["## Forward\n", "## Backward\n", "## Forward + backward\n", "## Summary\n"] {
+            assert!(md.contains(section), "{section} missing in\n{md}");
+        }
+        // Backward header: ours, ours det, then peers; ratios ours / each peer and det / flash.
+        assert!(md.contains("| rustflash | rustflash det | naive (cuBLAS) | torch flash | torch cudnn | ours / naive (cuBLAS) | ours / torch flash | ours / torch cudnn | ours det / torch flash |"), "{md}");
+        // The forward has no deterministic column.
+        let fwd = &md[..md.find("## Backward").unwrap()];
+        assert!(!fwd.contains("rustflash det"));
+        // Ours 1.0 ms, flash 1.1 ms: ours / flash 1.10 in every cell and as the mean;
+        // det / flash = 1.1 / 1.25 = 0.88.
+        assert!(md.contains("| 1.10 |") && md.contains("| 0.88 |"));
+        assert!(
+            md.contains("backward, head dims 64: ours / torch flash geometric mean 1.100 over 2 cells"),
+            "{md}"
+        );
+        assert!(md.contains("backward, head dims 256: ours det / torch flash geometric mean 0.880"), "{md}");
+        // Naive measured at d256 only: ours / naive over its 2 cells.
+        assert!(
+            md.contains("head dims 256: ours / naive (cuBLAS) geometric mean 4.000 over 2 cells"),
+            "{md}"
+        );
+        assert!(!md.contains("head dims 64: ours / naive"), "{md}");
+        assert!(md.contains("- backward, naive (cuBLAS) at f16 d64 s512: not here"));
+    }
+
+    #[test]
+    fn tflops_count_the_pass() {
+        let r = row(Pass::Both, 128, 4096, OURS, Some(10.0));
+        let fwd = 4.0 * (4 * 4096 * 4096 * 16 * 128usize) as f64;
+        assert!((r.tflops().unwrap() - 3.5 * fwd / 10.0 / 1e9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn json_lines_carry_the_pass() {
+        let j = json(&sample());
+        assert!(j.starts_with("{\"gpu\": \"GPU\", \"peer\": \"torch 2\", \"date\": \"2026-11-23\", \"mode\": \"full\", \"passes\": [\"forward\", \"backward\", \"forward+backward\"],"));
+        assert!(j.contains("{\"pass\": \"forward+backward\", \"impl\": \"rustflash det\", \"dtype\": \"f16\", \"headdim\": 64, \"seqlen\": 512,"));
+        assert!(j.contains("\"status\": \"missing\", \"reason\": \"not here\"}"));
+    }
+}
