@@ -15,7 +15,7 @@
 //!
 //! Usage: rustflash-bench [--full] [--pass forward|backward|both].. [--headdim N].. [--seqlen N]..
 //!        [--causal yes|no] [--dtype f16|bf16] [--rounds R] [--bwd-rounds R] [--runs-per-round N]
-//!        [--math-max-seqlen N] [--no-torch] [--out DIR]
+//!        [--math-max-seqlen N] [--max-minutes M] [--no-torch] [--out DIR]
 
 mod cases;
 mod check;
@@ -46,6 +46,8 @@ struct Options {
     runs_per_round: usize,
     /// torch `math` runs in the passes with a backward up to this seqlen only.
     math_max_seqlen: usize,
+    /// No case starts after this many minutes (the rest are listed as not run).
+    max_minutes: Option<f64>,
     torch: bool,
     out: std::path::PathBuf,
 }
@@ -70,6 +72,7 @@ fn parse() -> Result<Options, String> {
         bwd_rounds: DEFAULT_BWD_ROUNDS,
         runs_per_round: 5,
         math_max_seqlen: DEFAULT_MATH_MAX_SEQLEN,
+        max_minutes: None,
         torch: true,
         out: "bench-results".into(),
     };
@@ -95,6 +98,10 @@ fn parse() -> Result<Options, String> {
             "--bwd-rounds" => bwd_rounds = Some(num(args.next(), "--bwd-rounds")?),
             "--runs-per-round" => o.runs_per_round = num(args.next(), "--runs-per-round")?,
             "--math-max-seqlen" => o.math_max_seqlen = num(args.next(), "--math-max-seqlen")?,
+            "--max-minutes" => {
+                o.max_minutes =
+                    Some(args.next().and_then(|v| v.parse().ok()).ok_or("--max-minutes needs a number")?)
+            }
             "--causal" => o.selection.causal.push(args.next().as_deref() == Some("yes")),
             "--dtype" => o.selection.dtypes.push(match args.next().as_deref() {
                 Some("bf16") => Dtype::Bf16,
@@ -210,6 +217,7 @@ fn run(opts: &Options) -> Result<(), String> {
         date: report::today(),
         mode: if opts.selection.full { "full".into() } else { "quick".into() },
         rows: Vec::new(),
+        stopped: None,
     };
     let stem: String = run.gpu.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let mut suffix: String = opts.selection.dtypes.iter().map(|d| format!("-{}", d.name())).collect();
@@ -240,6 +248,18 @@ fn run(opts: &Options) -> Result<(), String> {
     let mut torch_shape = None;
     let started = std::time::Instant::now();
     for (i, case) in cases.iter().enumerate() {
+        if let Some(m) = opts.max_minutes.filter(|&m| started.elapsed().as_secs_f64() > 60.0 * m) {
+            run.stopped = Some(format!(
+                "stopped after {m} minutes (--max-minutes): {} of {} cases not run, from {} {} on",
+                cases.len() - i,
+                cases.len(),
+                case.pass.name(),
+                case.label()
+            ));
+            eprintln!("\n{}", run.stopped.as_deref().unwrap_or_default());
+            write_results(&run, &base, opts)?;
+            break;
+        }
         progress(i, cases.len(), case, started);
         if data.as_ref().map(|d| d.dtype) != Some(case.dtype) {
             drop(data.take()); // free the previous dtype's inputs first

@@ -57,6 +57,8 @@ pub struct Run {
     pub date: String,
     pub mode: String,
     pub rows: Vec<Row>,
+    /// Why the run ended before its last case, if it did.
+    pub stopped: Option<String>,
 }
 
 fn case_key(c: &Case) -> (Pass, &'static str, usize, usize, bool) {
@@ -147,6 +149,9 @@ pub fn markdown_table(run: &Run) -> String {
         .collect();
     if !missing.is_empty() {
         writeln!(out, "\nNot measured:\n{}", missing.join("\n")).unwrap();
+    }
+    if let Some(why) = &run.stopped {
+        writeln!(out, "\nIncomplete run: {why}.").unwrap();
     }
     out
 }
@@ -323,6 +328,9 @@ pub fn json(run: &Run) -> String {
         q(&run.mode),
         names.join(", ")
     );
+    if let Some(why) = &run.stopped {
+        out.insert_str(out.find(",\n\"results\"").unwrap_or(0), &format!(", \"stopped\": {}", q(why)));
+    }
     let lines: Vec<String> = run
         .rows
         .iter()
@@ -439,6 +447,7 @@ mod tests {
             date: "2026-11-23".into(),
             mode: "full".into(),
             rows,
+            stopped: None,
         }
     }
 
@@ -483,5 +492,9 @@ mod tests {
         assert!(j.starts_with("{\"gpu\": \"GPU\", \"peer\": \"torch 2\", \"date\": \"2026-11-23\", \"mode\": \"full\", \"passes\": [\"forward\", \"backward\", \"forward+backward\"],"));
         assert!(j.contains("{\"pass\": \"forward+backward\", \"impl\": \"rustflash det\", \"dtype\": \"f16\", \"headdim\": 64, \"seqlen\": 512,"));
         assert!(j.contains("\"status\": \"missing\", \"reason\": \"not here\"}"));
+        let mut cut = sample();
+        cut.stopped = Some("stopped after 9 minutes".into());
+        assert!(json(&cut).contains("\"passes\": [\"forward\", \"backward\", \"forward+backward\"], \"stopped\": \"stopped after 9 minutes\",\n\"results\": ["));
+        assert!(markdown_table(&cut).ends_with("Incomplete run: stopped after 9 minutes.\n"));
     }
 }

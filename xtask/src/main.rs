@@ -31,7 +31,8 @@ tasks:
                                 --no-torch; quick: d 64/128, s 1k/4k, f16, every pass; --full:
                                 f16+bf16, d 64/128/256, s 512 (forward only), 1k..16k. Timing:
                                 --rounds R (5; sets every pass), --bwd-rounds R (4), --runs-per-round
-                                N (5), --math-max-seqlen N (4096: torch math's backward limit)
+                                N (5), --math-max-seqlen N (4096: torch math's backward limit),
+                                --max-minutes M (no case starts after M minutes)
   chart [FILE.json..] [--out DIR]  SVG charts from benchmark JSON (default: the newest file in
                                 bench-results/, into docs/charts/); needs no GPU
   help                          this text
