@@ -87,8 +87,8 @@ impl Naive {
         let name = backward_kernel(dtype);
         self.device.kernel(name, 32).map(|_| ()).map_err(|e| {
             format!(
-                "naive backward not available: {e} (its dS = P∘(dP − rowsum(P∘dP)) row kernel `{name}`; \
-                 cuBLAS has no elementwise product and `naive_softmax` cannot do this step)"
+                "naive backward not available: {e} (the row kernel of dS = P∘(dP − rowsum(P∘dP)): cuBLAS \
+                 has no elementwise product, and `naive_softmax` cannot do this step)"
             )
         })
     }
@@ -200,9 +200,14 @@ impl Naive {
 
     /// One backward pass, from the forward's P (causal masking is in P's zeros).
     pub fn backward(&self, c: &Case, b: &NaiveBackwardBuffers) -> Result<(), String> {
+        self.backward_dp(c, b)?;
+        self.backward_ds(c, b)?;
+        self.backward_grads(c, b)
+    }
+
+    /// Row-major dP = dO Vᵀ is column-major dPᵀ = V dOᵀ.
+    fn backward_dp(&self, c: &Case, b: &NaiveBackwardBuffers) -> Result<(), String> {
         let (s, d, sd, ss) = Self::dims(c);
-        let scale = 1.0 / (c.headdim as f32).sqrt();
-        // Row-major dP = dO Vᵀ is column-major dPᵀ = V dOᵀ.
         self.gemm(
             c,
             Gemm {
@@ -216,7 +221,11 @@ impl Naive {
                 b: (b.dout, d, sd),
                 c: (b.dprobs, s, ss),
             },
-        )?;
+        )
+    }
+
+    /// dS = P ∘ (dP − rowsum(P ∘ dP)), in place over dP.
+    fn backward_ds(&self, c: &Case, b: &NaiveBackwardBuffers) -> Result<(), String> {
         let cols = c.seqlen as u32;
         let (f, cfg) = self.row_kernel(c, backward_kernel(c.dtype))?;
         // SAFETY: one block per row of `probs` and `dprobs`, which hold `rows · cols` elements
@@ -224,7 +233,14 @@ impl Naive {
         unsafe {
             self.stream.launch_builder(&f).arg(&b.probs).arg(&b.dprobs).arg(&b.dprobs).arg(&cols).launch(cfg)
         }
-        .map_err(|e| e.to_string())?;
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// dV, dQ, dK from P and dS (in `dprobs`).
+    fn backward_grads(&self, c: &Case, b: &NaiveBackwardBuffers) -> Result<(), String> {
+        let (s, d, sd, ss) = Self::dims(c);
+        let scale = 1.0 / (c.headdim as f32).sqrt();
         // Row-major dV = Pᵀ dO is column-major dVᵀ = dOᵀ P (P is column-major Pᵀ: transposed).
         self.gemm(
             c,
@@ -270,5 +286,152 @@ impl Naive {
                 c: (b.dk, d, sd),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! On a GPU only (without one they pass, saying so): the products of the backward against
+    //! the CPU, and the whole backward against the float64 reference when its row kernel is built.
+    use super::*;
+    use crate::cases::Pass;
+    use cudarc::driver::{CudaSlice, DevicePtr};
+    use half::f16;
+    use rustflash::layout::{AttentionShape, HostView, Layout4};
+
+    /// Row-major `a (m x k) · b (k x n)` with `b` given transposed when `bt`.
+    fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize, bt: bool) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] =
+                    (0..k).map(|l| a[i * k + l] * if bt { b[j * k + l] } else { b[l * n + j] }).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+        (0..cols * rows).map(|x| a[(x % rows) * cols + x / rows]).collect()
+    }
+
+    fn rel(a: &[f64], b: &[f64]) -> f64 {
+        crate::check::rel_diff(a.iter().copied(), b.iter().copied())
+    }
+
+    #[test]
+    fn backward_on_the_gpu() {
+        let device = match Device::new(0) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("no GPU, skipped: {e}");
+                return;
+            }
+        };
+        let stream = device.new_stream().unwrap();
+        let naive = Naive::new(&device, &stream).unwrap();
+        let (bs, h, s, d) = (2, 3, 96, 64);
+        let c = Case {
+            pass: Pass::Backward,
+            dtype: Dtype::F16,
+            batch: bs,
+            seqlen: s,
+            heads: h,
+            headdim: d,
+            causal: true,
+        };
+        let n = bs * h * s * d;
+        let mut rng = 7u64;
+        let host: Vec<f16> = (0..4 * n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                f16::from_f32(((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.4)
+            })
+            .collect();
+        let x = stream.clone_htod(&host).unwrap();
+        let buf = |len: usize| stream.alloc_zeros::<f16>(len).unwrap();
+        let (p, dp, out, dq, dk, dv) =
+            (buf(bs * h * s * s), buf(bs * h * s * s), buf(n), buf(n), buf(n), buf(n));
+        let ptr = |b: &CudaSlice<f16>| b.device_ptr(&stream).0;
+        let part = |i: usize| x.slice(i * n..(i + 1) * n).device_ptr(&stream).0;
+        naive
+            .forward(
+                &c,
+                &NaiveBuffers { q: part(0), k: part(1), v: part(2), scores: ptr(&p), out: ptr(&out) },
+            )
+            .unwrap();
+        let bufs = NaiveBackwardBuffers {
+            q: part(0),
+            k: part(1),
+            v: part(2),
+            dout: part(3),
+            probs: ptr(&p),
+            dprobs: ptr(&dp),
+            dq: ptr(&dq),
+            dk: ptr(&dk),
+            dv: ptr(&dv),
+        };
+        let get =
+            |b: &CudaSlice<f16>| stream.clone_dtoh(b).unwrap().iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+        let input: Vec<f64> = host.iter().map(|x| x.to_f64()).collect();
+        let scale = 1.0 / (d as f64).sqrt();
+
+        // The products, with the row kernel skipped (dS := dP): every (batch, head) matrix.
+        naive.backward_dp(&c, &bufs).unwrap();
+        naive.backward_grads(&c, &bufs).unwrap();
+        let (pg, dpg, dqg, dkg, dvg) = (get(&p), get(&dp), get(&dq), get(&dk), get(&dv));
+        let mut worst = 0.0f64;
+        for m in 0..bs * h {
+            let t = |i: usize| &input[i * n + m * s * d..i * n + (m + 1) * s * d];
+            let (q, k, v, dout) = (t(0), t(1), t(2), t(3));
+            let (pm, dpm) = (&pg[m * s * s..(m + 1) * s * s], &dpg[m * s * s..(m + 1) * s * s]);
+            let mat = |g: &[f64]| g[m * s * d..(m + 1) * s * d].to_vec();
+            worst = worst.max(rel(dpm, &matmul(dout, v, s, d, s, true)));
+            worst = worst.max(rel(&mat(&dvg), &matmul(&transpose(pm, s, s), dout, s, s, d, false)));
+            let dq_ref: Vec<f64> = matmul(dpm, k, s, s, d, false).iter().map(|x| x * scale).collect();
+            let dk_ref: Vec<f64> =
+                matmul(&transpose(dpm, s, s), q, s, s, d, false).iter().map(|x| x * scale).collect();
+            worst = worst.max(rel(&mat(&dqg), &dq_ref)).max(rel(&mat(&dkg), &dk_ref));
+        }
+        assert!(worst < 2e-3, "naive backward products: relative error {worst}");
+
+        // The whole backward against the float64 reference, once the row kernel is built.
+        if let Err(why) = naive.backward_available(c.dtype) {
+            eprintln!("whole backward skipped: {why}");
+            return;
+        }
+        naive.backward(&c, &bufs).unwrap();
+        let bhsd = Layout4 { shape: [bs, s, h, d], strides: [h * s * d, d, s * d, 1] };
+        let view = |i: usize| HostView { data: &host[i * n..(i + 1) * n], layout: bhsd };
+        let att = rustflash_reference::Attention {
+            shape: AttentionShape {
+                batch: bs,
+                seqlen_q: s,
+                seqlen_k: s,
+                heads_q: h,
+                heads_kv: h,
+                headdim: d,
+            },
+            softmax_scale: scale,
+            causal: true,
+        };
+        let r = att.backward(&view(0), &view(1), &view(2), &view(3)).unwrap();
+        // The reference's gradients are (batch, seqlen, heads, headdim); ours (batch, heads, seqlen, headdim).
+        let to_bshd = |g: &[f64]| {
+            let mut o = vec![0.0; n];
+            for (bi, si, hi) in (0..bs).flat_map(|b| (0..s).flat_map(move |s| (0..h).map(move |h| (b, s, h))))
+            {
+                let from = ((bi * h + hi) * s + si) * d;
+                let to = ((bi * s + si) * h + hi) * d;
+                o[to..to + d].copy_from_slice(&g[from..from + d]);
+            }
+            o
+        };
+        for (name, got, want) in [("dq", &dq, &r.dq), ("dk", &dk, &r.dk), ("dv", &dv, &r.dv)] {
+            let e = rel(&to_bshd(&get(got)), want);
+            assert!(e < 1e-2, "naive backward {name}: relative error {e} against the float64 reference");
+        }
     }
 }
