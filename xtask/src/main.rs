@@ -29,7 +29,8 @@ tasks:
                                 then the charts. FILTERS (repeatable): --pass forward|backward|both,
                                 --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,
                                 --no-torch; quick: d 64/128, s 1k/4k, f16, every pass; --full:
-                                f16+bf16, d 64/128/256, s 512 (forward only), 1k..16k. Timing:
+                                f16+bf16, d 64/128/256, s 1k..16k, every pass (about 8 minutes
+                                on an H100). Timing:
                                 --rounds R (5; sets every pass), --bwd-rounds R (4), --runs-per-round
                                 N (5), --math-max-seqlen N (4096: torch math's backward limit),
                                 --max-minutes M (no case starts after M minutes)
