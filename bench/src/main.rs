@@ -563,14 +563,17 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
     // every run for forward+backward), then the gradients.
     let mut ours = ours::Buffers::new(stream, c, Some(&bwd_opts))?;
     let mut det = ours::Buffers::new(stream, c, Some(&det_opts))?;
+    let (impls, mut missing) = implementations(env, c);
     if !both {
-        for bufs in [&mut ours, &mut det] {
-            ours::step(fa, stream, c, &data.device, bufs, Some(&fwd_opts), None)?;
+        for (bufs, imp) in [(&mut ours, Impl::Ours), (&mut det, Impl::OursDet)] {
+            if let Err(why) = ours::step(fa, stream, c, &data.device, bufs, Some(&fwd_opts), None) {
+                let at = impls.iter().position(|i| *i == imp).ok_or("no ours")?;
+                missing[at] = Some(format!("the forward that makes O and the LSE failed: {why}"));
+            }
         }
     }
 
     // Naive: P (from its forward) and dP, each b·h·s² elements, its output and gradients.
-    let (impls, mut missing) = implementations(env, c);
     let naive_at = impls.iter().position(|i| *i == Impl::Naive).ok_or("no naive")?;
     let mut naive_state = None;
     if let Ok(n) = env.naive {
