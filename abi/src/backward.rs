@@ -99,6 +99,11 @@ impl BackwardWorkspace {
         rows2.checked_add(accum)
     }
 
+    /// No rows at all (an empty problem): nothing to launch.
+    pub const fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
     /// Element offsets of `lse_log2`, `delta` and `dq_accum` from the workspace's start.
     pub const fn offsets(&self) -> [usize; 3] {
         [0, self.rows, 2 * self.rows]

@@ -7,8 +7,8 @@
 //! of those parts and of the matrix-multiply family, not a new body.
 
 #[cfg(target_feature = "sm_80")]
-use crate::primitives::convert::pack_bf16x2;
-use crate::primitives::convert::pack_f16x2;
+use crate::primitives::convert::{pack_bf16x2, unpack_bf16x2};
+use crate::primitives::convert::{pack_f16x2, unpack_f16x2};
 
 /// IEEE half precision.
 pub enum F16 {}
@@ -26,6 +26,8 @@ pub trait Element: 'static {
     /// Rounds `(lo, hi)` to this type and packs them into one 32-bit register, `lo` in the low
     /// half (the order of consecutive elements in memory and in `mma` fragments).
     fn pack2(lo: f32, hi: f32) -> u32;
+    /// The two elements of a packed pair as f32 (exact), the low half first.
+    fn unpack2(x: u32) -> (f32, f32);
 }
 
 impl Element for F16 {
@@ -35,6 +37,10 @@ impl Element for F16 {
     #[inline(always)]
     fn pack2(lo: f32, hi: f32) -> u32 {
         pack_f16x2(lo, hi)
+    }
+    #[inline(always)]
+    fn unpack2(x: u32) -> (f32, f32) {
+        unpack_f16x2(x)
     }
 }
 
@@ -47,5 +53,9 @@ impl Element for Bf16 {
     #[inline(always)]
     fn pack2(lo: f32, hi: f32) -> u32 {
         pack_bf16x2(lo, hi)
+    }
+    #[inline(always)]
+    fn unpack2(x: u32) -> (f32, f32) {
+        unpack_bf16x2(x)
     }
 }

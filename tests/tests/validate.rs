@@ -10,11 +10,19 @@
 //!   sharing no byte with each other or any input. Every rejected call must name an argument that
 //!   an independent statement of the rules finds at fault, and every call those rules find no
 //!   fault in must be accepted.
+//! - The backward's [`BackwardPlan::new`]: a smaller property test of random calls (contiguous,
+//!   transposed and packed `(batch, seqlen, 3, heads, headdim)` layouts, then random mutations of
+//!   sizes, strides, addresses, lengths, the workspace and the mode), each accepted plan checked
+//!   against the spec's launch sequence and the caller's operands, outputs compared byte run by
+//!   byte run with every other operand (interleaved gradients must share no byte), each rejection
+//!   against an independent statement of the rules.
 
 use half::{bf16, f16};
 use rustflash::layout::{AttentionShape, Layout};
 use rustflash::{
-    Error, ForwardConfig, ForwardLens, ForwardOptions, ForwardPlan, ForwardTile, RawForward, RawTensor,
+    BackwardConfig, BackwardKernel, BackwardLaunch, BackwardLens, BackwardOptions, BackwardPlan,
+    BackwardTile, Error, ForwardConfig, ForwardLens, ForwardOptions, ForwardPlan, ForwardTile, RawBackward,
+    RawForward, RawTensor,
 };
 use rustflash_tests::forward_case::random_placed;
 use rustflash_tests::harness::{Context, TestResult, Trial, ensure, fail, run};
@@ -39,6 +47,7 @@ fn main() -> ExitCode {
         Trial::cpu("validate::issue9::lse_is_a_tensor", lse_is_a_tensor),
         Trial::cpu("validate::issue9::empty_problems_are_valid", empty_problems),
         Trial::cpu("validate::property::random_calls", random_calls),
+        Trial::cpu("validate::backward::property::random_calls", backward_random_calls),
     ])
 }
 
@@ -1092,5 +1101,689 @@ fn random_calls(ctx: &Context) -> TestResult {
     ensure(
         launches > CALLS / 5 && rejected.values().sum::<usize>() > CALLS / 5 && empty > CALLS / 100,
         || "the generator no longer covers accepted, rejected and empty calls".into(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backward: `BackwardPlan::new`, the pure function behind `backward` and `backward_raw`.
+
+/// Random backward calls in the property test.
+const BACKWARD_CALLS: usize = 20_000;
+
+/// The backward's operands, in the order of the views the rules name.
+const B_NAMES: [&str; 10] = ["q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "workspace"];
+
+/// One call of the backward's pure function.
+#[derive(Clone, Debug)]
+struct BCall {
+    bf16: bool,
+    args: RawBackward,
+    lens: Option<BackwardLens>,
+    options: BackwardOptions,
+    /// Built with dq, dk, dv interleaved in one packed gradient buffer (for coverage).
+    packed: bool,
+}
+
+impl BCall {
+    fn plan(&self) -> rustflash::Result<Option<BackwardPlan>> {
+        if self.bf16 {
+            BackwardPlan::new::<bf16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+        } else {
+            BackwardPlan::new::<f16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+        }
+    }
+}
+
+/// Shape, strides and address of backward operand `i`.
+fn b_dims(a: &mut RawBackward, i: usize) -> (&mut [usize], &mut [usize], &mut u64) {
+    fn four(t: &mut RawTensor) -> (&mut [usize], &mut [usize], &mut u64) {
+        (&mut t.layout.shape[..], &mut t.layout.strides[..], &mut t.ptr)
+    }
+    match i {
+        0 => four(&mut a.q),
+        1 => four(&mut a.k),
+        2 => four(&mut a.v),
+        3 => four(&mut a.out),
+        4 => (&mut a.lse.layout.shape[..], &mut a.lse.layout.strides[..], &mut a.lse.ptr),
+        5 => four(&mut a.dout),
+        6 => four(&mut a.dq),
+        7 => four(&mut a.dk),
+        8 => four(&mut a.dv),
+        _ => (&mut a.workspace.layout.shape[..], &mut a.workspace.layout.strides[..], &mut a.workspace.ptr),
+    }
+}
+
+fn b_len_mut(l: &mut BackwardLens, i: usize) -> &mut usize {
+    match i {
+        0 => &mut l.q,
+        1 => &mut l.k,
+        2 => &mut l.v,
+        3 => &mut l.out,
+        4 => &mut l.lse,
+        5 => &mut l.dout,
+        6 => &mut l.dq,
+        7 => &mut l.dk,
+        8 => &mut l.dv,
+        _ => &mut l.workspace,
+    }
+}
+
+/// The workspace length by the spec's formula, in 128 bits.
+fn workspace_need(c: &BCall) -> u128 {
+    let [b, sq, hq, d] = c.args.q.layout.shape;
+    let rows = (b as u128).saturating_mul(hq as u128).saturating_mul((sq as u128).div_ceil(128) * 128);
+    let bucket = (d as u128).div_ceil(32) * 32;
+    rows.saturating_mul(2 + if c.options.deterministic { 0 } else { bucket })
+}
+
+/// A valid call: each operand contiguous in its own region (or q, k, v and dq, dk, dv packed
+/// `(batch, seqlen, 3, heads, headdim)`, interleaved; the gradients now and then transposed),
+/// the workspace exactly as long as needed, buffers exactly as long as their views.
+fn backward_call(rng: &mut Rng) -> BCall {
+    let d = pick(rng, &[1, 3, 8, 31, 38, 64, 100, 128, 129, 200, 256]);
+    let size = |rng: &mut Rng| {
+        if chance(rng, 10) { 20 + below(rng, 80) as usize } else { 1 + below(rng, 6) as usize }
+    };
+    let (b, mut sq) = (size(rng).min(4), size(rng));
+    let mut sk = if chance(rng, 4) { sq } else { size(rng) };
+    if chance(rng, 12) {
+        sq = 0;
+    } else if chance(rng, 12) {
+        sk = 0;
+    }
+    let hkv = 1 + below(rng, 3) as usize;
+    let hq = if chance(rng, 2) { hkv } else { hkv * (1 + below(rng, 3) as usize) };
+    let (qs, ks) = ([b, sq, hq, d], [b, sk, hkv, d]);
+    let t = |i: usize, shape: [usize; 4]| RawTensor { ptr: region(i), layout: Layout::contiguous(shape) };
+    let mut args = RawBackward {
+        q: t(0, qs),
+        k: t(1, ks),
+        v: t(2, ks),
+        out: t(3, qs),
+        lse: RawTensor { ptr: region(4), layout: Layout::contiguous([b, hq, sq]) },
+        dout: t(5, qs),
+        dq: t(6, qs),
+        dk: t(7, ks),
+        dv: t(8, ks),
+        workspace: RawTensor { ptr: region(9), layout: Layout::contiguous([0]) },
+    };
+    let mut packed = false;
+    if sq == sk && hq == hkv {
+        let strides = [sq * 3 * hq * d, 3 * hq * d, d, 1];
+        let three =
+            |base: u64| [0, 1, 2].map(|i| RawTensor::new(base + (i * hq * d * 2) as u64, qs, strides));
+        if chance(rng, 2) {
+            [args.q, args.k, args.v] = three(region(0));
+        }
+        if chance(rng, 2) {
+            [args.dq, args.dk, args.dv] = three(region(6));
+            packed = true;
+        }
+    }
+    // Outputs transposed to (batch, heads, seqlen, headdim) now and then.
+    if chance(rng, 4) && !packed {
+        for t in [&mut args.dq, &mut args.dk, &mut args.dv] {
+            let [_, s, h, d] = t.layout.shape;
+            t.layout.strides = [h * s * d, d, s * d, 1];
+        }
+    }
+    let mut c = BCall { bf16: chance(rng, 2), args, lens: None, options: BackwardOptions::default(), packed };
+    c.options.deterministic = chance(rng, 2);
+    c.options.causal = chance(rng, 2);
+    c.options.tile = pick(rng, &[None, None, Some(BackwardTile::Large), Some(BackwardTile::Small)]);
+    c.args.workspace.layout = Layout::contiguous([workspace_need(&c) as usize]);
+    let mut lens =
+        BackwardLens { q: 0, k: 0, v: 0, out: 0, lse: 0, dout: 0, dq: 0, dk: 0, dv: 0, workspace: 0 };
+    for i in 0..10 {
+        let (shape, strides, _) = b_dims(&mut c.args, i);
+        let need = match shape.len() {
+            4 => Layout::<4> { shape: shape.try_into().unwrap(), strides: strides.try_into().unwrap() }
+                .required_len(),
+            3 => Layout::<3> { shape: shape.try_into().unwrap(), strides: strides.try_into().unwrap() }
+                .required_len(),
+            _ => Layout::<1> { shape: shape.try_into().unwrap(), strides: strides.try_into().unwrap() }
+                .required_len(),
+        };
+        *b_len_mut(&mut lens, i) = need.unwrap_or(usize::MAX);
+    }
+    c.lens = Some(lens);
+    c
+}
+
+fn backward_mutate(rng: &mut Rng, c: &mut BCall) {
+    let i = below(rng, 10) as usize;
+    let ptrs: Vec<u64> = (0..10).map(|j| *b_dims(&mut c.args, j).2).collect();
+    match below(rng, 16) {
+        0 => {
+            let (shape, _, _) = b_dims(&mut c.args, i);
+            let j = below(rng, shape.len() as u64) as usize;
+            shape[j] = random_size(rng);
+        }
+        1 | 2 => {
+            let (_, strides, _) = b_dims(&mut c.args, i);
+            let j = below(rng, strides.len() as u64) as usize;
+            strides[j] = random_stride(rng, strides[j]);
+        }
+        3 => {
+            let p = b_dims(&mut c.args, i).2;
+            *p = p.wrapping_add(if i == 9 { 4 * (1 + below(rng, 3)) } else { 1 + below(rng, 3) });
+        }
+        4 => *b_dims(&mut c.args, i).2 = ptrs[below(rng, 10) as usize].wrapping_add(2 * below(rng, 64)),
+        5 => {
+            if let Some(l) = c.lens.as_mut() {
+                let len = b_len_mut(l, i);
+                *len = match below(rng, 4) {
+                    0 => len.saturating_sub(1),
+                    1 => 0,
+                    2 => below(rng, (*len as u64).clamp(1, u64::MAX / 2) * 2) as usize,
+                    _ => usize::MAX,
+                };
+            }
+        }
+        6 => c.lens = None,
+        7 => {
+            let scale = pick(rng, &[f32::NAN, f32::INFINITY, f32::MAX, 2.36e38, 2.35e38, 0.0, -1.0, 1e30]);
+            c.options = c.options.clone().softmax_scale(scale);
+        }
+        // Empty, consistently: batch, heads, queries or keys 0.
+        8 => {
+            let a = &mut c.args;
+            let (q4, k4) =
+                ([&mut a.q, &mut a.out, &mut a.dout, &mut a.dq], [&mut a.k, &mut a.v, &mut a.dk, &mut a.dv]);
+            match below(rng, 4) {
+                0 => {
+                    q4.into_iter().chain(k4).for_each(|t| t.layout.shape[0] = 0);
+                    a.lse.layout.shape[0] = 0;
+                }
+                1 => {
+                    q4.into_iter().for_each(|t| t.layout.shape[2] = 0);
+                    a.lse.layout.shape[1] = 0;
+                    if chance(rng, 2) {
+                        k4.into_iter().for_each(|t| t.layout.shape[2] = 0);
+                    }
+                }
+                2 => {
+                    q4.into_iter().for_each(|t| t.layout.shape[1] = 0);
+                    a.lse.layout.shape[2] = 0;
+                }
+                _ => k4.into_iter().for_each(|t| t.layout.shape[1] = 0),
+            }
+        }
+        // The workspace: one short, longer, empty, strided; the other mode's length.
+        9 => {
+            let w = &mut c.args.workspace.layout;
+            match below(rng, 4) {
+                0 => w.shape[0] = w.shape[0].saturating_sub(1),
+                1 => w.shape[0] = w.shape[0].saturating_add(1 + below(rng, 100) as usize),
+                2 => w.shape[0] = 0,
+                _ => w.strides[0] = 2,
+            }
+        }
+        10 => c.options.deterministic = !c.options.deterministic,
+        // A gradient shifted by one element, or onto another.
+        11 => {
+            let (j, k) = (6 + below(rng, 3) as usize, 6 + below(rng, 3) as usize);
+            let p = b_dims(&mut c.args, j).2;
+            *p = if chance(rng, 2) { p.wrapping_add(2).wrapping_sub(4 * below(rng, 2)) } else { ptrs[k] };
+        }
+        // Huge sizes with broadcast inputs (stride 0) and no lengths.
+        12 => {
+            let n = random_size(rng);
+            let a = &mut c.args;
+            if chance(rng, 2) {
+                for t in [&mut a.k, &mut a.v, &mut a.dk, &mut a.dv] {
+                    t.layout.shape[1] = n;
+                    t.layout.strides[1] = 0;
+                }
+            } else {
+                for t in [&mut a.q, &mut a.out, &mut a.dout, &mut a.dq] {
+                    t.layout.shape[1] = n;
+                    t.layout.strides[1] = 0;
+                }
+                a.lse.layout.shape[2] = n;
+            }
+            c.lens = None;
+        }
+        // K and V heads, consistently.
+        13 => {
+            let h = pick(rng, &[0, 1, 2, 3, 4, 6, 1 << 32]);
+            for t in [&mut c.args.k, &mut c.args.v, &mut c.args.dk, &mut c.args.dv] {
+                t.layout.shape[2] = h;
+            }
+        }
+        // Two strides of an operand swapped.
+        14 => {
+            let (_, strides, _) = b_dims(&mut c.args, i);
+            let n = strides.len() as u64;
+            strides.swap(below(rng, n) as usize, below(rng, n) as usize);
+        }
+        // An output right at the end of an input's range.
+        _ => {
+            let ops = b_ops(c, None);
+            let j = below(rng, 6) as usize;
+            if !ops[j].empty() {
+                let end = ops[j].bytes().1 + 1;
+                if let Some(at) = u64::try_from(end).ok().and_then(|e| e.checked_next_multiple_of(16)) {
+                    *b_dims(&mut c.args, 6 + below(rng, 4) as usize).2 = at;
+                }
+            }
+        }
+    }
+}
+
+/// The backward's operands as the independent rules see them, with the kernels' reach for
+/// `bucket` (exact shapes when `None`): rows of q-shaped tensors and keys of k-shaped ones
+/// padded to 128.
+fn b_ops(c: &BCall, bucket: Option<usize>) -> Vec<Op> {
+    let a = &c.args;
+    let [b, sq, hq, d] = a.q.layout.shape;
+    let [_, sk, hkv, _] = a.k.layout.shape;
+    let round = |n: usize| n.div_ceil(128).saturating_mul(128);
+    let (pq, pk, bucket) = match bucket {
+        Some(bucket) => (round(sq), round(sk), bucket),
+        None => (sq, sk, d),
+    };
+    let len = |i: usize| c.lens.map(|mut l| *b_len_mut(&mut l, i));
+    let four = |i: usize, t: &RawTensor, reach: [usize; 4]| Op {
+        name: B_NAMES[i],
+        ptr: t.ptr,
+        shape: t.layout.shape.to_vec(),
+        strides: t.layout.strides.to_vec(),
+        e: 2,
+        len: len(i),
+        output: i >= 6,
+        head_last: true,
+        reach: reach.to_vec(),
+    };
+    let (rq, rk) = ([b, pq, hq, bucket], [b, pk, hkv, bucket]);
+    vec![
+        four(0, &a.q, rq),
+        four(1, &a.k, rk),
+        four(2, &a.v, rk),
+        four(3, &a.out, rq),
+        Op {
+            name: "lse",
+            ptr: a.lse.ptr,
+            shape: a.lse.layout.shape.to_vec(),
+            strides: a.lse.layout.strides.to_vec(),
+            e: 4,
+            len: len(4),
+            output: false,
+            head_last: false,
+            reach: vec![b, hq, pq],
+        },
+        four(5, &a.dout, rq),
+        four(6, &a.dq, rq),
+        four(7, &a.dk, rk),
+        four(8, &a.dv, rk),
+        Op {
+            name: "workspace",
+            ptr: a.workspace.ptr,
+            shape: a.workspace.layout.shape.to_vec(),
+            strides: a.workspace.layout.strides.to_vec(),
+            e: 4,
+            len: len(9),
+            output: true,
+            head_last: true,
+            reach: a.workspace.layout.shape.to_vec(),
+        },
+    ]
+}
+
+/// The byte runs `[lo, hi]` of a view, sorted: one per index of its dimensions but the
+/// contiguous last; `None` past 2^16 runs.
+fn runs(o: &Op) -> Option<Vec<(u128, u128)>> {
+    let n = o.shape.len();
+    let inner = if o.head_last { n - 1 } else { n };
+    let count: u128 = o.shape[..inner].iter().map(|&s| s as u128).product();
+    if count > 1 << 16 {
+        return None;
+    }
+    let run = if o.head_last { o.shape[n - 1] as u128 * o.e } else { o.e };
+    let mut out = Vec::with_capacity(count as usize);
+    let mut idx = vec![0usize; inner];
+    for _ in 0..count {
+        let off: u128 = idx.iter().enumerate().map(|(i, &x)| x as u128 * o.stride(i)).sum();
+        let lo = o.ptr as u128 + off * o.e;
+        out.push((lo, lo + run - 1));
+        for j in (0..inner).rev() {
+            idx[j] += 1;
+            if idx[j] < o.shape[j] {
+                break;
+            }
+            idx[j] = 0;
+        }
+    }
+    out.sort_unstable();
+    Some(out)
+}
+
+/// Whether two sorted run lists share a byte.
+fn runs_meet(a: &[(u128, u128)], b: &[(u128, u128)]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].0 <= b[j].1 && b[j].0 <= a[i].1 {
+            return true;
+        }
+        if a[i].1 < b[j].1 { i += 1 } else { j += 1 }
+    }
+    false
+}
+
+/// What the independent rules say of a backward call.
+#[derive(Debug, Default)]
+struct BFaults {
+    /// Arguments certainly at fault: the call must be rejected, naming one of these or `maybe`.
+    at_fault: BTreeSet<&'static str>,
+    /// Arguments a rejection may name besides: outputs whose address ranges meet another
+    /// operand's without a shared byte (the sufficient test may or may not prove them apart).
+    maybe: BTreeSet<&'static str>,
+    /// Pairs of operands whose ranges meet but whose bytes are too many to compare.
+    unknown: Vec<(&'static str, &'static str)>,
+    /// The row of the table the call should run, where it gets that far.
+    config: Option<&'static BackwardConfig>,
+}
+
+/// The configuration row for this element type, head dim and tile, read off a one-element call.
+fn backward_config_for(bf16: bool, d: usize, tile: Option<BackwardTile>) -> Option<&'static BackwardConfig> {
+    let mut rng = Rng::new(0);
+    let mut c = backward_call(&mut rng);
+    let one = Layout::contiguous([1, 1, 1, d]);
+    for i in [0, 1, 2, 3, 5, 6, 7, 8] {
+        let (shape, strides, ptr) = b_dims(&mut c.args, i);
+        shape.copy_from_slice(&one.shape);
+        strides.copy_from_slice(&one.strides);
+        *ptr = region(i);
+    }
+    c.args.lse = RawTensor { ptr: region(4), layout: Layout::contiguous([1, 1, 1]) };
+    c.args.workspace = RawTensor { ptr: region(9), layout: Layout::contiguous([128 * 258]) };
+    (c.bf16, c.lens, c.options) = (bf16, None, BackwardOptions::default());
+    c.options.tile = tile;
+    c.plan().ok().flatten().map(|p| p.config)
+}
+
+fn backward_faults(c: &BCall) -> BFaults {
+    let mut f = BFaults::default();
+    let a = &c.args;
+    let [b, sq, hq, d] = a.q.layout.shape;
+    let [bk, sk, hkv, dk] = a.k.layout.shape;
+    let bad = &mut f.at_fault;
+    if d == 0 || d > 256 {
+        bad.insert("q");
+    }
+    if bk != b || dk != d || if hkv == 0 { hq != 0 } else { hq % hkv != 0 } {
+        bad.insert("k");
+    }
+    for (name, shape, like) in [
+        ("v", a.v.layout.shape, a.k.layout.shape),
+        ("out", a.out.layout.shape, a.q.layout.shape),
+        ("dout", a.dout.layout.shape, a.out.layout.shape),
+        ("dq", a.dq.layout.shape, a.q.layout.shape),
+        ("dk", a.dk.layout.shape, a.k.layout.shape),
+        ("dv", a.dv.layout.shape, a.k.layout.shape),
+    ] {
+        if shape != like {
+            bad.insert(name);
+        }
+    }
+    if a.lse.layout.shape != [b, hq, sq] {
+        bad.insert("lse");
+    }
+    if c.options.softmax_scale.is_some_and(|s| !(s.is_finite() && (s * std::f32::consts::LOG2_E).is_finite()))
+    {
+        bad.insert("options.softmax_scale");
+    }
+    if !bad.is_empty() || b == 0 || hq == 0 || (sq == 0 && sk == 0) {
+        return f;
+    }
+    let Some(config) = backward_config_for(c.bf16, d, c.options.tile) else {
+        bad.insert("options.tile");
+        return f;
+    };
+    f.config = Some(config);
+    let bad = &mut f.at_fault;
+    let (u32_max, grid_max) = (u32::MAX as u128, i32::MAX as u128);
+    let round = |n: usize| (n as u128).div_ceil(128) * 128;
+    let blocks = |n: usize, m: usize| (n as u128).div_ceil(m as u128);
+    if round(sq) > u32_max || hq as u128 > u32_max {
+        bad.insert("q");
+    }
+    if round(sk) > u32_max {
+        bad.insert("k");
+    }
+    if !bad.is_empty() {
+        return f;
+    }
+    let product = |x: usize, y: usize, z: u128| (x as u128).saturating_mul(y as u128).saturating_mul(z);
+    if product(b, hq, round(sq)) / 8 > grid_max
+        || (c.options.deterministic && product(b, hq, blocks(sq, config.dq_block_m)) > grid_max)
+    {
+        bad.insert("q");
+    }
+    if product(b, hkv, blocks(sk, config.block_n)) > grid_max {
+        bad.insert("k");
+    }
+    if !bad.is_empty() {
+        return f;
+    }
+    let need = workspace_need(c);
+    if need > 0 && (a.workspace.layout.shape[0] as u128) < need || need > 0 && a.workspace.ptr % 16 != 0 {
+        bad.insert("workspace");
+        return f;
+    }
+    let ops = b_ops(c, Some(config.head_dim));
+    for o in ops.iter().filter(|o| !o.empty()) {
+        let last = o.shape.len() - 1;
+        let formed = o.span(&o.reach).max(o.span(&o.shape)).saturating_add(1).saturating_mul(o.e);
+        if (o.head_last && o.shape[last] > 1 && o.strides[last] != 1)
+            || formed > 1 << 63
+            || o.ptr as u128 + formed > 1 << 64
+            || o.len.is_some_and(|len| o.span(&o.shape) >= len as u128)
+            || o.ptr as u128 % o.e != 0
+            || (o.output && o.overlaps_itself())
+        {
+            bad.insert(o.name);
+        }
+    }
+    if !bad.is_empty() {
+        return f;
+    }
+    for (i, o) in ops.iter().enumerate().filter(|(_, o)| o.output && !o.empty()) {
+        for (_, x) in ops.iter().enumerate().filter(|(j, x)| *j != i && !x.empty()) {
+            let ((a0, a1), (b0, b1)) = (o.bytes(), x.bytes());
+            if !(a0 <= b1 && b0 <= a1) {
+                continue;
+            }
+            let names = if x.output { vec![o.name, x.name] } else { vec![o.name] };
+            match (runs(o), runs(x)) {
+                (Some(ro), Some(rx)) if runs_meet(&ro, &rx) => f.at_fault.extend(names),
+                (Some(_), Some(_)) => f.maybe.extend(names),
+                _ => {
+                    f.maybe.extend(names);
+                    f.unknown.push((o.name, x.name));
+                }
+            }
+        }
+    }
+    f
+}
+
+/// An accepted call's plan, against the spec's launch sequence and the caller's operands.
+fn check_backward_plan(c: &BCall, p: &BackwardPlan, config: &BackwardConfig) -> Result<(), String> {
+    let a = &c.args;
+    let [b, sq, hq, d] = a.q.layout.shape;
+    let [_, sk, hkv, _] = a.k.layout.shape;
+    let det = c.options.deterministic;
+    if p.config != config {
+        return Err(format!("ran {} instead of {}", p.config.name, config.name));
+    }
+    let rows = b * hq * sq.div_ceil(128) * 128;
+    let m = sq.div_ceil(config.block_m) as u32;
+    let mut want = Vec::new();
+    let row = |kernel, name| BackwardLaunch {
+        kernel,
+        name,
+        blocks: (rows / 8) as u32,
+        threads: 256,
+        shared_bytes: 0,
+        num_m_blocks: m,
+    };
+    if sq > 0 {
+        want.push(row(BackwardKernel::Pre, config.pre_name));
+    }
+    if sk > 0 {
+        want.push(BackwardLaunch {
+            kernel: BackwardKernel::Main,
+            name: config.name,
+            blocks: (b * hkv * sk.div_ceil(config.block_n)) as u32,
+            threads: config.threads() as u32,
+            shared_bytes: config.shared_bytes() as u32,
+            num_m_blocks: m,
+        });
+    }
+    if sq > 0 && det {
+        let dm = sq.div_ceil(config.dq_block_m);
+        want.push(BackwardLaunch {
+            kernel: BackwardKernel::Dq,
+            name: config.dq_name,
+            blocks: (b * hq * dm) as u32,
+            threads: config.dq_threads() as u32,
+            shared_bytes: config.dq_shared_bytes() as u32,
+            num_m_blocks: dm as u32,
+        });
+    } else if sq > 0 {
+        want.push(row(BackwardKernel::Convert, config.convert_name));
+    }
+    let got: Vec<BackwardLaunch> = p.launches().copied().collect();
+    if got != want {
+        return Err(format!("launches {got:?}, the spec's {want:?}"));
+    }
+    let k = &p.params;
+    let f = &k.fwd;
+    let ops = b_ops(c, None);
+    let strides = |o: &Op| [0, 1, 2].map(|i| o.stride(i) as u64);
+    let kernel = [
+        (f.q, f.q_strides),
+        (f.k, f.k_strides),
+        (f.v, f.v_strides),
+        (f.o, f.o_strides),
+        (f.lse, f.lse_strides),
+        (k.dout, k.dout_strides),
+        (k.dq, k.dq_strides),
+        (k.dk, k.dk_strides),
+        (k.dv, k.dv_strides),
+    ];
+    for (o, (ptr, s)) in ops.iter().zip(kernel) {
+        if !o.empty() && (ptr != o.ptr || s != strides(o)) {
+            return Err(format!(
+                "{}: the kernels get {ptr:#x} {s:?}, the caller's {:#x} {:?}",
+                o.name,
+                o.ptr,
+                strides(o)
+            ));
+        }
+    }
+    let sizes = (f.seqlen_q, f.seqlen_k, f.heads_q, f.group, f.head_dim, f.causal);
+    let want_sizes =
+        (sq as u32, sk as u32, hq as u32, (hq / hkv.max(1)) as u32, d as u32, c.options.causal as u32);
+    if sizes != want_sizes {
+        return Err(format!("sizes {sizes:?}, expected {want_sizes:?}"));
+    }
+    let rounded = (sq.div_ceil(128) * 128) as u32;
+    let fields = (k.seqlen_q_rounded, k.accum_cols as usize, k.num_n_blocks as usize);
+    if fields != (rounded, config.head_dim, sk.div_ceil(config.block_n)) {
+        return Err(format!("workspace rows, columns, key tiles {fields:?}"));
+    }
+    let ws = a.workspace.ptr;
+    let want_ws = if sq == 0 {
+        (0, 0, 0)
+    } else {
+        (ws, ws + 4 * rows as u64, if det { 0 } else { ws + 8 * rows as u64 })
+    };
+    if (k.lse_log2, k.delta, k.dq_accum) != want_ws {
+        return Err(format!(
+            "workspace addresses {:?}, expected {want_ws:?}",
+            (k.lse_log2, k.delta, k.dq_accum)
+        ));
+    }
+    // Access widths: the widest dividing every address and byte stride of the non-empty views.
+    let widest = |set: &[usize]| {
+        [16u128, 8, 4]
+            .into_iter()
+            .find(|&w| {
+                set.iter()
+                    .map(|&i| &ops[i])
+                    .filter(|o| !o.empty())
+                    .all(|o| o.ptr as u128 % w == 0 && (0..3).all(|i| o.stride(i) * 2 % w == 0))
+            })
+            .unwrap_or(2) as u32
+    };
+    let widths = (f.load_bytes, f.store_bytes, k.o_load_bytes);
+    let want_widths = (widest(&[0, 1, 2, 5]), widest(&[6, 7, 8]), widest(&[3, 5]));
+    if widths != want_widths {
+        return Err(format!("access widths {widths:?}, expected {want_widths:?}"));
+    }
+    let scale = c.options.softmax_scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if k.scale.to_bits() != scale.to_bits()
+        || f.scale_log2.to_bits() != (scale * std::f32::consts::LOG2_E).to_bits()
+    {
+        return Err(format!("scale {} / {}, expected {scale}", k.scale, f.scale_log2));
+    }
+    Ok(())
+}
+
+fn backward_random_calls(ctx: &Context) -> TestResult {
+    println!("    seed {:#x} (replay: RUSTFLASH_SEED={:#x})", ctx.seed, ctx.seed);
+    let start = Instant::now();
+    let mut rng = ctx.rng();
+    let (mut launches, mut packed, mut empty, mut interleaved) = (0usize, 0usize, 0usize, 0usize);
+    let mut rejected: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for n in 0..BACKWARD_CALLS {
+        let mut c = backward_call(&mut rng);
+        for _ in 0..pick(&mut rng, &[0, 0, 1, 1, 1, 2, 2, 3]) {
+            backward_mutate(&mut rng, &mut c);
+        }
+        let f = backward_faults(&c);
+        let what = |why: String| fail(format!("backward call {n}: {why}\n    {c:?}\n    {f:?}"));
+        match c.plan() {
+            Ok(None) => {
+                let [b, sq, hq, _] = c.args.q.layout.shape;
+                let sk = c.args.k.layout.shape[1];
+                if !f.at_fault.is_empty() || !(b == 0 || hq == 0 || (sq == 0 && sk == 0)) {
+                    return Err(what("accepted as empty".into()));
+                }
+                empty += 1;
+            }
+            Ok(Some(p)) => {
+                if !f.at_fault.is_empty() || !f.unknown.is_empty() {
+                    return Err(what(format!("accepted: {p:?}")));
+                }
+                let config = f.config.ok_or_else(|| what("accepted without a configuration".into()))?;
+                check_backward_plan(&c, &p, config).map_err(what)?;
+                launches += 1;
+                packed += c.packed as usize;
+                interleaved += !f.maybe.is_empty() as usize;
+            }
+            Err(Error::InvalidArgument { argument, expected, got }) => {
+                if !f.at_fault.contains(argument) && !f.maybe.contains(argument) {
+                    return Err(what(format!("rejected naming `{argument}` ({expected}; got {got})")));
+                }
+                *rejected.entry(argument).or_default() += 1;
+            }
+            Err(other) => return Err(what(format!("unexpected error {other}"))),
+        }
+    }
+    println!(
+        "    {BACKWARD_CALLS} calls in {:.2}s: {launches} launches ({packed} with packed gradients, {interleaved} \
+         with interleaved operands), {empty} empty, {} rejected {rejected:?}",
+        start.elapsed().as_secs_f64(),
+        rejected.values().sum::<usize>()
+    );
+    ensure(
+        launches > BACKWARD_CALLS / 5
+            && rejected.values().sum::<usize>() > BACKWARD_CALLS / 5
+            && empty > BACKWARD_CALLS / 100
+            && interleaved > BACKWARD_CALLS / 100,
+        || "the generator no longer covers accepted, rejected, empty and interleaved calls".into(),
     )
 }

@@ -193,7 +193,6 @@ mod tests {
     /// Every backward kernel the dispatch can name (all four of every row) is an `.entry` of the
     /// sm_80 and sm_90a modules, with the block size its row says.
     #[test]
-    #[ignore = "until the backward kernels land"]
     fn every_configured_backward_kernel_is_shipped() {
         let threads = rustflash_abi::ROW_KERNEL_THREADS;
         for arch in ["sm_80", "sm_90a"] {

@@ -49,6 +49,7 @@ pub struct BackwardLens {
 
 /// The four kernels of a backward call (see [`BackwardConfig`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BackwardKernel {
     /// Per query row: `delta = rowsum(dO ∘ O)` and `lse · log2(e)` into the workspace; in the
     /// default mode it also zeroes the dQ accumulator. [`BackwardConfig::pre_name`].

@@ -1,7 +1,11 @@
-//! Which rows a block owns: its (batch, head) pair, its query rows, and where its slices of
-//! Q, O and the LSE and its head's K and V start. The only part that knows how batches are laid
-//! out: variable-length batches (cumulative sequence offsets) change this file alone.
+//! Which rows a block owns: its (batch, head) pair, its query rows (the forward and the
+//! backward's dQ kernel) or its keys (the backward's main kernel), and where its slices of the
+//! Q-shaped tensors (Q, O, dO, dQ, the LSE and the backward's workspace rows) and of its head's
+//! K-shaped ones (K, V, dK, dV) start. The only part that knows how batches are laid out:
+//! variable-length batches (cumulative sequence offsets) change this file alone.
 
+#[cfg(target_feature = "sm_80")]
+use super::kv_source::KvSource;
 use crate::element::Element;
 use rustflash_abi::ForwardParams;
 
@@ -27,7 +31,12 @@ impl BlockInfo {
     pub fn new(p: &ForwardParams, block: u32, block_m: u32) -> Self {
         let m_block = p.num_m_blocks - 1 - block % p.num_m_blocks;
         let bh = block / p.num_m_blocks;
-        let (head, batch) = (bh % p.heads_q, bh / p.heads_q);
+        Self::at_tile(p, bh / p.heads_q, bh % p.heads_q, m_block, block_m)
+    }
+
+    /// Query tile `m_block` of query head `head` of batch `batch`.
+    #[inline(always)]
+    pub fn at_tile(p: &ForwardParams, batch: u32, head: u32, m_block: u32, block_m: u32) -> Self {
         let m0 = m_block * block_m;
         BlockInfo {
             batch,
@@ -40,6 +49,25 @@ impl BlockInfo {
         }
     }
 
+    /// The block's first query row of a Q-shaped tensor of `T` at `base` (Q, O, dO, dQ).
+    #[inline(always)]
+    pub fn query_rows<T: Element>(&self, base: u64, strides: &[u64; 3]) -> *mut u8 {
+        Self::at::<T>(base, strides, self.batch, self.m0, self.head) as *mut u8
+    }
+
+    /// Key `key` of the block's K/V head in a K-shaped tensor of `T` at `base` (K, V, dK, dV).
+    #[inline(always)]
+    pub fn key_rows<T: Element>(&self, base: u64, strides: &[u64; 3], key: u32) -> *mut u8 {
+        Self::at::<T>(base, strides, self.batch, key, self.kv_head) as *mut u8
+    }
+
+    /// Index of the block's first query row in the backward workspace's row arrays
+    /// (`(batch, heads_q, seqlen_q_rounded)`, row-major).
+    #[inline(always)]
+    pub fn workspace_row(&self, p: &ForwardParams, seqlen_q_rounded: u32) -> u64 {
+        (self.batch as u64 * p.heads_q as u64 + self.head as u64) * seqlen_q_rounded as u64 + self.m0 as u64
+    }
+
     /// Byte address of element `(batch, seq, head, 0)` of a tensor of `T`.
     #[inline(always)]
     fn at<T: Element>(base: u64, strides: &[u64; 3], batch: u32, seq: u32, head: u32) -> u64 {
@@ -50,22 +78,20 @@ impl BlockInfo {
     /// The block's first query row of Q.
     #[inline(always)]
     pub fn q_rows<T: Element>(&self, p: &ForwardParams) -> *const u8 {
-        Self::at::<T>(p.q, &p.q_strides, self.batch, self.m0, self.head) as *const u8
+        self.query_rows::<T>(p.q, &p.q_strides)
     }
 
     /// The block's first query row of O.
     #[inline(always)]
     pub fn o_rows<T: Element>(&self, p: &ForwardParams) -> *mut u8 {
-        Self::at::<T>(p.o, &p.o_strides, self.batch, self.m0, self.head) as *mut u8
+        self.query_rows::<T>(p.o, &p.o_strides)
     }
 
-    /// Key 0 of the block's K/V head, in K and in V.
+    /// Where the block's K/V head's keys live.
+    #[cfg(target_feature = "sm_80")]
     #[inline(always)]
-    pub fn kv_start<T: Element>(&self, p: &ForwardParams) -> (*const u8, *const u8) {
-        (
-            Self::at::<T>(p.k, &p.k_strides, self.batch, 0, self.kv_head) as *const u8,
-            Self::at::<T>(p.v, &p.v_strides, self.batch, 0, self.kv_head) as *const u8,
-        )
+    pub fn kv_source<T: Element>(&self, p: &ForwardParams) -> KvSource {
+        kv_source::<T>(p, self.batch, self.kv_head)
     }
 
     /// The LSE of the block's first query row (f32).
@@ -74,5 +100,63 @@ impl BlockInfo {
         let s = &p.lse_strides;
         let off = self.batch as u64 * s[0] + self.head as u64 * s[1] + self.m0 as u64 * s[2];
         (p.lse + 4 * off) as *mut f32
+    }
+}
+
+/// One block of keys of the backward's main kernel: `block_n` keys of one (batch, K/V head),
+/// which walks the query tiles of every query head of its group.
+#[derive(Clone, Copy)]
+pub struct KeyBlock {
+    pub batch: u32,
+    pub kv_head: u32,
+    /// First key of the block.
+    pub n0: u32,
+    /// Keys of the block that exist (`<= block_n`).
+    pub keys: u32,
+}
+
+impl KeyBlock {
+    /// The block `block` of a grid of `num_n_blocks · heads_kv · batch` blocks. Within a (batch,
+    /// head), the first key tiles come first: with causal masking they see the most queries.
+    #[inline(always)]
+    pub fn new(p: &ForwardParams, block: u32, num_n_blocks: u32, block_n: u32) -> Self {
+        let n_block = block % num_n_blocks;
+        let bh = block / num_n_blocks;
+        let heads_kv = p.heads_q / p.group;
+        let n0 = n_block * block_n;
+        KeyBlock { batch: bh / heads_kv, kv_head: bh % heads_kv, n0, keys: (p.seqlen_k - n0).min(block_n) }
+    }
+
+    /// Where the block's keys live (key 0 of its head: tiles are numbered from the sequence's
+    /// start).
+    #[cfg(target_feature = "sm_80")]
+    #[inline(always)]
+    pub fn kv_source<T: Element>(&self, p: &ForwardParams) -> KvSource {
+        kv_source::<T>(p, self.batch, self.kv_head)
+    }
+
+    /// The block's first key of a K-shaped tensor of `T` at `base` (dK, dV).
+    #[inline(always)]
+    pub fn key_rows<T: Element>(&self, base: u64, strides: &[u64; 3]) -> *mut u8 {
+        BlockInfo::at::<T>(base, strides, self.batch, self.n0, self.kv_head) as *mut u8
+    }
+
+    /// Query tile `m_block` of the group's `g`-th query head.
+    #[inline(always)]
+    pub fn query_tile(&self, p: &ForwardParams, g: u32, m_block: u32, block_m: u32) -> BlockInfo {
+        BlockInfo::at_tile(p, self.batch, self.kv_head * p.group + g, m_block, block_m)
+    }
+}
+
+/// K and V of head `kv_head` of batch `batch`.
+#[cfg(target_feature = "sm_80")]
+#[inline(always)]
+fn kv_source<T: Element>(p: &ForwardParams, batch: u32, kv_head: u32) -> KvSource {
+    KvSource {
+        k: BlockInfo::at::<T>(p.k, &p.k_strides, batch, 0, kv_head) as *const u8,
+        v: BlockInfo::at::<T>(p.v, &p.v_strides, batch, 0, kv_head) as *const u8,
+        k_stride: T::BYTES as u64 * p.k_strides[1],
+        v_stride: T::BYTES as u64 * p.v_strides[1],
+        seqlen_k: p.seqlen_k,
     }
 }

@@ -1,11 +1,15 @@
-//! The forward kernels' entry points: one per row of the configuration table
-//! (`rustflash_abi::forward_configs!`), all instances of the one body in [`super::forward`].
+//! The attention kernels' entry points: one per row of the configuration tables
+//! (`rustflash_abi::forward_configs!`, `backward_configs!`), all instances of the bodies in
+//! [`super::forward`], [`super::backward`], [`super::backward_dq`] and [`super::backward_rows`].
 
+use super::backward::backward;
+use super::backward_dq::backward_dq;
+use super::backward_rows::{backward_convert, backward_pre};
 use super::forward::forward;
 use super::mma_sm80::Sm80;
 use crate::element::{Bf16, F16};
 use crate::kernel_attrs::KernelAttrs;
-use rustflash_abi::{ForwardConfig, ForwardParams};
+use rustflash_abi::{BackwardConfig, BackwardParams, ForwardConfig, ForwardParams, ROW_KERNEL_THREADS};
 
 macro_rules! forward_entries {
     ($(($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $stages:literal, $tile:ident))*) => {$(
@@ -47,3 +51,105 @@ macro_rules! forward_entries {
 }
 
 rustflash_abi::forward_configs!(forward_entries);
+
+/// The backward's main and deterministic dQ kernels: one of each per row of
+/// `rustflash_abi::backward_configs!`, instances of [`backward`] and [`backward_dq`].
+macro_rules! backward_entries {
+    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qbm:literal, $qbn:literal))*) => {$(
+        const _: () = {
+            const CONFIG: BackwardConfig =
+                rustflash_abi::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qbm, $qbn);
+            const THREADS: usize = CONFIG.threads();
+            const D: usize = CONFIG.head_dim;
+            const BM: usize = CONFIG.block_m;
+            const WD: usize = CONFIG.warps_d;
+            const SN: usize = BM / WD / 8;
+            // dQ's tile split: one 16-row tile per warp along the rows while there are enough.
+            const DQ_WARPS_M: usize = if BM / 16 < CONFIG.warps() { BM / 16 } else { CONFIG.warps() };
+            const QM: usize = BM / 16 / DQ_WARPS_M;
+            const QN: usize = D / 8 / (CONFIG.warps() / DQ_WARPS_M);
+            kernel_attrs!(
+                name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd),
+                KernelAttrs::new()
+                    .max_threads(THREADS as u32)
+                    .min_blocks_per_sm(1)
+                    .dynamic_shared_bytes(CONFIG.shared_bytes() as u32)
+                    .hot()
+            );
+
+            /// Attention backward, main kernel (see `attention::backward::backward`).
+            ///
+            /// # Safety
+            /// As for `attention::backward::backward`.
+            #[unsafe(export_name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd))]
+            pub unsafe extern "ptx-kernel" fn main(p: BackwardParams) {
+                // SAFETY: the host launches this entry as its configuration row says.
+                unsafe {
+                    backward::<$variant, Sm80, D, BM, { CONFIG.block_n }, { CONFIG.warps_n }, WD, THREADS, SN, { SN / 2 }, { 2 * SN }, { D / WD / 8 }, { D / 16 }, { BM / 16 }, QM, QN, { CONFIG.block_n / 16 }>(&p)
+                }
+            }
+
+            const DQ_THREADS: usize = CONFIG.dq_threads();
+            const DQ_BN: usize = CONFIG.dq_block_n;
+            kernel_attrs!(
+                name = rustflash_abi::backward_dq_kernel_name!($dt, $d, $qbm, $qbn),
+                KernelAttrs::new()
+                    .max_threads(DQ_THREADS as u32)
+                    .min_blocks_per_sm(1)
+                    .dynamic_shared_bytes(CONFIG.dq_shared_bytes() as u32)
+                    .hot()
+            );
+
+            /// Attention backward, deterministic dQ (see `attention::backward_dq::backward_dq`).
+            ///
+            /// # Safety
+            /// As for `attention::backward_dq::backward_dq`.
+            #[unsafe(export_name = rustflash_abi::backward_dq_kernel_name!($dt, $d, $qbm, $qbn))]
+            pub unsafe extern "ptx-kernel" fn dq(p: BackwardParams) {
+                // SAFETY: the host launches this entry as its configuration row says.
+                unsafe {
+                    backward_dq::<$variant, Sm80, D, { CONFIG.dq_block_m }, DQ_BN, DQ_THREADS, { DQ_BN / 8 }, { D / 8 }, { DQ_BN / 16 }, { D / 16 }, { DQ_BN / 4 }>(&p)
+                }
+            }
+        };
+    )*};
+}
+
+rustflash_abi::backward_configs!(backward_entries);
+
+/// The backward's row-wise kernels, one pre-pass and one conversion per element type.
+macro_rules! backward_row_entries {
+    ($($dt:ident $variant:ident),*) => {$(
+        const _: () = {
+            kernel_attrs!(
+                name = rustflash_abi::backward_pre_kernel_name!($dt),
+                KernelAttrs::new().max_threads(ROW_KERNEL_THREADS as u32)
+            );
+            /// The backward's pre-pass (see `attention::backward_rows::backward_pre`).
+            ///
+            /// # Safety
+            /// As for `attention::backward_rows::backward_pre`.
+            #[unsafe(export_name = rustflash_abi::backward_pre_kernel_name!($dt))]
+            pub unsafe extern "ptx-kernel" fn pre(p: BackwardParams) {
+                // SAFETY: the host launches it as the function requires.
+                unsafe { backward_pre::<$variant>(&p) }
+            }
+
+            kernel_attrs!(
+                name = rustflash_abi::backward_convert_kernel_name!($dt),
+                KernelAttrs::new().max_threads(ROW_KERNEL_THREADS as u32)
+            );
+            /// The dQ conversion (see `attention::backward_rows::backward_convert`).
+            ///
+            /// # Safety
+            /// As for `attention::backward_rows::backward_convert`.
+            #[unsafe(export_name = rustflash_abi::backward_convert_kernel_name!($dt))]
+            pub unsafe extern "ptx-kernel" fn convert(p: BackwardParams) {
+                // SAFETY: the host launches it as the function requires.
+                unsafe { backward_convert::<$variant>(&p) }
+            }
+        };
+    )*};
+}
+
+backward_row_entries!(f16 F16, bf16 Bf16);

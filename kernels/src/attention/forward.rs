@@ -2,8 +2,7 @@
 //! `compute_attn_1rowblock`): block info → Q load → mainloop → epilogue.
 
 use super::block_info::BlockInfo;
-use super::epilogue::{self, Destination};
-use super::kv_source::KvSource;
+use super::epilogue::{self, GlobalRows};
 use super::mainloop::{self, Operands};
 use super::mask::Mask;
 use super::smem_tile::SmemTile;
@@ -54,14 +53,7 @@ pub unsafe fn forward<
     let smem = SmemTile::<D> { base: shared::dynamic_smem_base() };
     let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<D>::bytes(BM)));
     let v_tile = k_tile.offset(SmemTile::<D>::bytes(BN));
-    let (k, v) = block.kv_start::<T>(p);
-    let kv = KvSource {
-        k,
-        v,
-        k_stride: T::BYTES as u64 * p.k_strides[1],
-        v_stride: T::BYTES as u64 * p.v_strides[1],
-        seqlen_k: block.seqlen_k,
-    };
+    let kv = block.kv_source::<T>(p);
 
     // Prologue: Q and the first K tile (the last one: the loop runs backwards). A block whose
     // rows see no key loads nothing: its epilogue writes O = 0 and LSE = +inf into the Q tile's
@@ -106,18 +98,26 @@ pub unsafe fn forward<
         mainloop::run::<T, M, D, BN, THREADS, MT, NT, DT, KT, KD, R, C>(&operands, key_tiles, scale)
     };
 
-    let dst = Destination {
-        o: block.o_rows::<T>(p),
-        o_stride: T::BYTES as u64 * p.o_strides[1],
+    let o = GlobalRows {
+        ptr: block.o_rows::<T>(p),
+        stride: T::BYTES as u64 * p.o_strides[1],
         width: p.store_bytes,
-        lse: block.lse_rows(p),
-        lse_stride: p.lse_strides[2],
         rows: block.rows,
         cols: p.head_dim,
     };
     // SAFETY: the warp's last reads of its Q rows were in its last `S = Q Kᵀ` (or none); its
-    // O rows exist up to `block.rows`.
-    unsafe { epilogue::store::<T, M, D, MT, DT, R>(&out.acc, &out.softmax, q_tile, warp_row, &dst) };
+    // O and LSE rows exist up to `block.rows`.
+    unsafe {
+        epilogue::store_forward::<T, M, D, MT, DT, R>(
+            &out.acc,
+            &out.softmax,
+            q_tile,
+            warp_row,
+            &o,
+            block.lse_rows(p),
+            p.lse_strides[2],
+        )
+    };
 }
 
 /// Flips the sign of the Q tile's chunks this thread copied (the loads' chunk assignment:

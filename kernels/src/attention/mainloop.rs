@@ -167,7 +167,7 @@ unsafe fn step<
 /// The accumulators as this thread's rows: row `2 mt + h` is row `g + 8 h` of row tile `mt`,
 /// `C = 2 NT` values each.
 #[inline(always)]
-fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
+pub fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
     s: &[[[f32; 4]; NT]; MT],
 ) -> [[f32; C]; R] {
     let mut rows = [[0.0; C]; R];
@@ -184,7 +184,7 @@ fn to_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
 
 /// The inverse of [`to_rows`].
 #[inline(always)]
-fn from_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
+pub fn from_rows<const MT: usize, const NT: usize, const R: usize, const C: usize>(
     rows: &[[f32; C]; R],
 ) -> [[[f32; 4]; NT]; MT] {
     let mut s = [[[0.0; 4]; NT]; MT];

@@ -65,4 +65,55 @@ impl Mask {
             }
         }
     }
+
+    /// Query tiles of `BM` rows from which on every query sees every key of the tile
+    /// `n0 .. n0 + keys`: `None` if the tile is partial (keys past the end always need the mask).
+    /// The backward's main kernel runs the query tiles before it with the mask.
+    #[inline(always)]
+    pub fn unmasked_from<const BM: usize, const BN: usize>(self, n0: u32, keys: u32) -> Option<u32> {
+        if keys < BN as u32 {
+            return None;
+        }
+        if !self.causal {
+            return Some(0);
+        }
+        // Query q sees the tile's last key when q >= n0 + BN − 1 − diagonal.
+        let first = (n0 as i64 + BN as i64 - 1 - self.diagonal).max(0);
+        Some((first as u64).div_ceil(BM as u64).min(u32::MAX as u64) as u32)
+    }
+
+    /// The first query that sees key `key` (causal), `seqlen_q`-independent: 0 without masking.
+    #[inline(always)]
+    pub fn first_query(self, key: u32) -> i64 {
+        if self.causal { (key as i64 - self.diagonal).max(0) } else { 0 }
+    }
+
+    /// Hides the scores of a transposed tile (the backward's `Sᵀ`: rows are keys, columns
+    /// queries): `rows[r][c]` is the score of key `key(r)` and query `m0 + query(c)`, `query`
+    /// known per lane. Keys past the end hide their whole row.
+    #[inline(always)]
+    pub fn apply_transposed<const R: usize, const N: usize>(
+        self,
+        rows: &mut [[f32; N]; R],
+        m0: u32,
+        key: impl Fn(usize) -> u32,
+        query: impl Fn(usize) -> u32,
+    ) {
+        for (r, row) in rows.iter_mut().enumerate() {
+            let k = key(r);
+            // Hidden: queries before the first that sees the key, counted from the tile's first
+            // query and clamped to 0..=i32::MAX (a 32-bit compare per element, exact for any
+            // sequence length); every query when the key does not exist.
+            let hidden_below = if k >= self.seqlen_k {
+                i32::MAX as u32
+            } else {
+                (self.first_query(k) - m0 as i64).clamp(0, i32::MAX as i64) as u32
+            };
+            for (c, s) in row.iter_mut().enumerate() {
+                if query(c) < hidden_below {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! and streams the key/value tiles through shared memory, keeping the softmax online, so memory
 //! never grows with seqlen_q x seqlen_k.
 //!
-//! The forward kernel is composed from parts, each in its own file, so that a later feature
+//! The kernels are composed from parts, each in its own file, so that a later feature
 //! changes one part:
 //!
 //! | part | file | changes for |
@@ -16,7 +16,10 @@
 //! | online softmax | [`online_softmax`] | softcapping |
 //! | mainloop over key tiles | [`mainloop`] | pipelining, Hopper producer/consumer |
 //! | epilogue: O and LSE | [`epilogue`] | |
-//! | the kernel body | [`forward`] | |
+//! | the forward kernel body | [`forward`] | |
+//! | the backward's main body (dK, dV, atomic dQ) | [`backward`] | |
+//! | the backward's deterministic dQ body | [`backward_dq`] | |
+//! | the backward's pre-pass and dQ conversion | [`backward_rows`] | |
 //! | entry points, one per configuration row | `entries` | |
 
 pub mod block_info;
@@ -27,6 +30,12 @@ pub mod online_softmax;
 pub mod smem_tile;
 pub mod warp_mma;
 
+#[cfg(target_feature = "sm_80")]
+pub mod backward;
+#[cfg(target_feature = "sm_80")]
+pub mod backward_dq;
+#[cfg(target_feature = "sm_80")]
+pub mod backward_rows;
 #[cfg(target_feature = "sm_80")]
 pub mod epilogue;
 #[cfg(target_feature = "sm_80")]

@@ -173,3 +173,26 @@ unsafe fn copy_chunk(dst: u32, src: *const u8, valid: u32, width: u32) {
         at += 2;
     }
 }
+
+/// Reads the first `valid` (1..=8) 16-bit elements of a chunk at `src` into registers, zeros
+/// after them: one 16-byte load when the chunk is whole and `width` is 16, else element by
+/// element, so nothing past the last valid element is read. For data no thread of the launch
+/// writes.
+///
+/// # Safety
+/// `valid` elements at `src` are readable and not written during the launch; `src` is aligned
+/// to `width` and to 2.
+#[inline(always)]
+pub unsafe fn load_chunk_regs(src: *const u8, valid: u32, width: u32) -> [u32; 4] {
+    if valid == 8 && width == 16 {
+        // SAFETY: 16 readable, aligned bytes nothing writes.
+        return unsafe { crate::primitives::global::ld_global_nc_v4(src) };
+    }
+    let mut v = [0u32; 4];
+    for e in 0..valid {
+        // SAFETY: element `e < valid` is readable; `src` is 2-byte aligned.
+        let x = unsafe { (src.add(2 * e as usize) as *const u16).read() };
+        v[e as usize / 2] |= (x as u32) << (16 * (e % 2));
+    }
+    v
+}

@@ -27,3 +27,23 @@ pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
     };
     r
 }
+
+/// The two f16 halves of `x` as f32, the low half first.
+#[inline(always)]
+pub fn unpack_f16x2(x: u32) -> (f32, f32) {
+    let (lo, hi): (f32, f32);
+    // SAFETY: register-only; f16 → f32 is exact.
+    unsafe {
+        asm!(
+            "{{ .reg .b16 l, h; mov.b32 {{l, h}}, {x}; cvt.f32.f16 {lo}, l; cvt.f32.f16 {hi}, h; }}",
+            x = in(reg32) x, lo = out(reg32) lo, hi = out(reg32) hi, options(pure, nomem, nostack)
+        )
+    };
+    (lo, hi)
+}
+
+/// The two bf16 halves of `x` as f32, the low half first: a bf16 is the high half of an f32.
+#[inline(always)]
+pub fn unpack_bf16x2(x: u32) -> (f32, f32) {
+    (f32::from_bits(x << 16), f32::from_bits(x & 0xffff_0000))
+}

@@ -55,3 +55,13 @@ pub unsafe fn st_global_v4(ptr: *mut u8, v: [u32; 4]) {
         )
     }
 }
+
+/// `red.global.add.f32`: adds `v` to the f32 at `ptr` atomically, returning nothing.
+///
+/// # Safety
+/// `ptr` is 4-byte aligned and points to a writable f32 of global memory.
+#[inline(always)]
+pub unsafe fn red_add_f32(ptr: *mut f32, v: f32) {
+    // SAFETY: the caller guarantees the address; the reduction is atomic per element.
+    unsafe { asm!("red.global.add.f32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) v, options(nostack)) }
+}
