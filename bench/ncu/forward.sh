@@ -15,7 +15,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib6
 here=$(cd "$(dirname "$0")" && pwd)
 for d in $dims; do
   "$ncu" --set full -k regex:flash_fwd_sm80 --launch-skip 3 -c 1 -f -o "$out/ours-d$d" \
-    bundle/rustflash-bench --headdim "$d" --seqlen 4096 --causal no --dtype f16 --no-torch \
+    bundle/rustflash-bench --pass forward --headdim "$d" --seqlen 4096 --causal no --dtype f16 --no-torch \
     --rounds 4 --runs-per-round 5 --out "$out/bench-scratch" > "$out/ncu-ours-d$d.log" 2>&1
   "$ncu" --set full -k regex:flash_fwd --launch-skip 1 -c 1 -f -o "$out/flash-d$d" \
     python3 "$here/torch_sdpa.py" flash f16 "$d" 4096 0 > "$out/ncu-flash-d$d.log" 2>&1

@@ -25,9 +25,12 @@ def first(*keys):
 
 inst = first("smsp__inst_executed.sum")
 # mma.sync m16n8k16 does 4096 flops; the profiled shapes (batch x seqlen = 16384, heads x headdim
-# = 2048, seqlen 4096, no mask) do 4 B S^2 H D = 32768 S · 4096 flops, whatever the head dim.
+# = 2048, seqlen 4096, no mask) do 4 B S^2 H D = 32768 S · 4096 flops in the forward, whatever the
+# head dim; a kernel doing FACTOR times the forward's matrix work (the backward's: 2.5) does
+# FACTOR times as many.   usage: summary.py LABEL CSV [SEQLEN] [FACTOR]
 seqlen = int(sys.argv[3]) if len(sys.argv) > 3 else 4096
-hmma = 32768 * seqlen
+factor = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+hmma = 32768 * seqlen * factor
 ldsm = first("smsp__inst_executed_op_ldsm.sum")
 print(f"{label}: kernel {m.get('Kernel Name', '?')[:70]}")
 print(f"  time {first('gpu__time_duration.sum'):.3f} ms, registers {first('launch__registers_per_thread'):.0f}, "

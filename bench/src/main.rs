@@ -1,38 +1,62 @@
 //! `rustflash-bench`: rustflash against its peers on the same GPU, in the same run.
 //!
-//! Peers: naive attention (two cuBLAS products around a softmax kernel, S materialised) and,
-//! when `python3` with PyTorch is present, `scaled_dot_product_attention` forced onto each backend
-//! (`flash`, `cudnn`, `efficient`, `math`). All read `(batch, heads, seqlen, headdim)` tensors.
-//! Runs interleave: every round times each implementation a few times, so clock and thermal drift
-//! hit all alike. Each implementation's output is checked before its time counts.
+//! Passes: the forward, the backward (dQ, dK, dV from the forward's O and LSE and a random dO;
+//! rustflash in its default mode and, as `rustflash det`, its deterministic mode), and the
+//! forward and backward together (both calls in every timed run; buffers and the backward's
+//! workspace allocated once, outside the timed runs).
 //!
-//! Usage: rustflash-bench [--full] [--headdim N].. [--seqlen N].. [--causal yes|no] [--dtype f16|bf16]
-//!        [--rounds R] [--runs-per-round N] [--no-torch] [--out DIR]
+//! Peers: naive attention (cuBLAS products around row kernels, S materialised; its backward
+//! keeps P and dP) and, when `python3` with PyTorch is present, `scaled_dot_product_attention`
+//! forced onto each backend (`flash`, `cudnn`, `efficient`, `math`), its backward through
+//! autograd. All read `(batch, heads, seqlen, headdim)` tensors. Runs interleave: every round
+//! times each implementation a few times, so clock and thermal drift hit all alike. Each
+//! implementation's output (the forward's O; the gradients dQ, dK, dV) is checked before its
+//! time counts.
+//!
+//! Usage: rustflash-bench [--full] [--pass forward|backward|both].. [--headdim N].. [--seqlen N]..
+//!        [--causal yes|no] [--dtype f16|bf16] [--rounds R] [--bwd-rounds R] [--runs-per-round N]
+//!        [--math-max-seqlen N] [--max-minutes M] [--no-torch] [--out DIR]
 
 mod cases;
+mod check;
 mod naive;
+mod ours;
 mod report;
 mod timing;
 mod torch_peer;
 
-use cases::{Case, Dtype, ELEMENTS, Selection};
+use cases::{Case, Dtype, ELEMENTS, Pass, Selection};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use half::{bf16, f16};
-use report::{MAX_REL_ERROR, Outcome, Row, Run};
+use report::{MAX_REL_ERROR, NAIVE, OURS, OURS_DET, Outcome, Row, Run};
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::{Device, DeviceTensor, DeviceTensorMut, Element, FlashAttention, ForwardOptions};
+use rustflash::{BackwardOptions, Device, Element, FlashAttention, ForwardOptions};
 use rustflash_reference::{Attention, Rows};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
+use torch_peer::{Reply, TorchPeer};
 
 struct Options {
     selection: Selection,
+    /// Rounds of the forward pass ...
     rounds: usize,
+    /// ... and of the passes with a backward.
+    bwd_rounds: usize,
     runs_per_round: usize,
+    /// torch `math` runs in the passes with a backward up to this seqlen only.
+    math_max_seqlen: usize,
+    /// No case starts after this many minutes (the rest are listed as not run).
+    max_minutes: Option<f64>,
     torch: bool,
     out: std::path::PathBuf,
 }
+
+/// Defaults: 5 rounds for the forward, 4 for the passes with a backward, of 5 runs each (25 and
+/// 20 timed runs), so that `--full` fits one 10-minute GPU session.
+const DEFAULT_ROUNDS: usize = 5;
+const DEFAULT_BWD_ROUNDS: usize = 4;
+const DEFAULT_MATH_MAX_SEQLEN: usize = 4096;
 
 fn parse() -> Result<Options, String> {
     let mut o = Options {
@@ -42,12 +66,17 @@ fn parse() -> Result<Options, String> {
             seqlens: vec![],
             causal: vec![],
             dtypes: vec![],
+            passes: vec![],
         },
-        rounds: 5,
+        rounds: DEFAULT_ROUNDS,
+        bwd_rounds: DEFAULT_BWD_ROUNDS,
         runs_per_round: 5,
+        math_max_seqlen: DEFAULT_MATH_MAX_SEQLEN,
+        max_minutes: None,
         torch: true,
         out: "bench-results".into(),
     };
+    let mut bwd_rounds = None;
     let mut args = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| {
         v.and_then(|v| v.parse().ok()).ok_or(format!("{what} needs a number"))
@@ -55,10 +84,24 @@ fn parse() -> Result<Options, String> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--full" => o.selection.full = true,
+            "--pass" => {
+                let v = args.next();
+                o.selection.passes.push(
+                    v.as_deref()
+                        .and_then(Pass::parse)
+                        .ok_or(format!("--pass forward|backward|both, not {v:?}"))?,
+                )
+            }
             "--headdim" => o.selection.headdims.push(num(args.next(), "--headdim")?),
             "--seqlen" => o.selection.seqlens.push(num(args.next(), "--seqlen")?),
             "--rounds" => o.rounds = num(args.next(), "--rounds")?,
+            "--bwd-rounds" => bwd_rounds = Some(num(args.next(), "--bwd-rounds")?),
             "--runs-per-round" => o.runs_per_round = num(args.next(), "--runs-per-round")?,
+            "--math-max-seqlen" => o.math_max_seqlen = num(args.next(), "--math-max-seqlen")?,
+            "--max-minutes" => {
+                o.max_minutes =
+                    Some(args.next().and_then(|v| v.parse().ok()).ok_or("--max-minutes needs a number")?)
+            }
             "--causal" => o.selection.causal.push(args.next().as_deref() == Some("yes")),
             "--dtype" => o.selection.dtypes.push(match args.next().as_deref() {
                 Some("bf16") => Dtype::Bf16,
@@ -71,7 +114,10 @@ fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if o.rounds * o.runs_per_round < 20 {
+    // `--rounds` alone sets every pass; `--bwd-rounds` the passes with a backward.
+    o.bwd_rounds =
+        bwd_rounds.unwrap_or(if o.rounds == DEFAULT_ROUNDS { DEFAULT_BWD_ROUNDS } else { o.rounds });
+    if o.rounds.min(o.bwd_rounds) * o.runs_per_round < 20 {
         return Err("at least 20 timed runs per implementation (rounds x runs-per-round)".into());
     }
     Ok(o)
@@ -107,16 +153,18 @@ fn no_gpu(why: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The inputs every case reads: q, k, v of `ELEMENTS` each (the same count for every case).
+/// The inputs every case reads: q, k, v and dO of `ELEMENTS` each (the same count for every
+/// case), and the table that decodes their 16-bit patterns.
 struct Inputs {
     dtype: Dtype,
     device: CudaSlice<u16>,
     host: Vec<u16>,
+    table: Vec<f32>,
 }
 
 fn inputs(stream: &Arc<CudaStream>, dtype: Dtype) -> Result<Inputs, String> {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let host: Vec<u16> = (0..3 * ELEMENTS)
+    let host: Vec<u16> = (0..4 * ELEMENTS)
         .map(|_| {
             rng ^= rng << 13;
             rng ^= rng >> 7;
@@ -130,7 +178,19 @@ fn inputs(stream: &Arc<CudaStream>, dtype: Dtype) -> Result<Inputs, String> {
         })
         .collect();
     let device = stream.clone_htod(&host).map_err(|e| e.to_string())?;
-    Ok(Inputs { dtype, device, host })
+    Ok(Inputs { dtype, device, host, table: check::table(dtype) })
+}
+
+/// What every measurement uses.
+struct Env<'a> {
+    opts: &'a Options,
+    device: &'a Device,
+    stream: &'a Arc<CudaStream>,
+    fa: &'a FlashAttention,
+    naive: Result<&'a naive::Naive, &'a String>,
+    torch: Option<&'a mut TorchPeer>,
+    /// Whether the PyTorch peer holds this case's tensors, or why not.
+    torch_ready: Result<(), String>,
 }
 
 fn run(opts: &Options) -> Result<(), String> {
@@ -138,8 +198,7 @@ fn run(opts: &Options) -> Result<(), String> {
     let stream = device.new_stream().map_err(|e| e.to_string())?;
     let fa = FlashAttention::new(device.clone());
     let naive = naive::Naive::new(&device, &stream);
-    let mut torch =
-        if opts.torch { torch_peer::TorchPeer::start() } else { Err("disabled with --no-torch".into()) };
+    let mut torch = if opts.torch { TorchPeer::start() } else { Err("disabled with --no-torch".into()) };
     let cases = cases::list(&opts.selection);
     let gpu = device.info().name.clone();
     let peer = match &torch {
@@ -158,37 +217,97 @@ fn run(opts: &Options) -> Result<(), String> {
         date: report::today(),
         mode: if opts.selection.full { "full".into() } else { "quick".into() },
         rows: Vec::new(),
+        stopped: None,
     };
     let stem: String = run.gpu.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let dtypes: Vec<&str> = opts.selection.dtypes.iter().map(|d| d.name()).collect();
-    let suffix = if dtypes.is_empty() { String::new() } else { format!("-{}", dtypes.join("-")) };
+    let mut suffix: String = opts.selection.dtypes.iter().map(|d| format!("-{}", d.name())).collect();
+    let mut passes = opts.selection.passes.clone();
+    passes.sort();
+    passes.dedup();
+    if !passes.is_empty() && passes.len() < Pass::ALL.len() {
+        for p in passes {
+            suffix.push_str(match p {
+                Pass::Forward => "-fwd",
+                Pass::Backward => "-bwd",
+                Pass::Both => "-fwdbwd",
+            });
+        }
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
     let base = opts.out.join(format!("{}-{stem}-{}{suffix}", run.date, run.mode));
     let mut data: Option<Inputs> = None;
+    let mut env = Env {
+        opts,
+        device: &device,
+        stream: &stream,
+        fa: &fa,
+        naive: naive.as_ref(),
+        torch: torch.as_mut().ok(),
+        torch_ready: Err(String::new()),
+    };
+    let mut torch_shape = None;
+    let started = std::time::Instant::now();
     for (i, case) in cases.iter().enumerate() {
-        progress(i, cases.len(), case);
+        if let Some(m) = opts.max_minutes.filter(|&m| started.elapsed().as_secs_f64() > 60.0 * m) {
+            run.stopped = Some(format!(
+                "stopped after {m} minutes (--max-minutes): {} of {} cases not run, from {} {} on",
+                cases.len() - i,
+                cases.len(),
+                case.pass.name(),
+                case.label()
+            ));
+            eprintln!("\n{}", run.stopped.as_deref().unwrap_or_default());
+            write_results(&run, &base, opts)?;
+            break;
+        }
+        progress(i, cases.len(), case, started);
         if data.as_ref().map(|d| d.dtype) != Some(case.dtype) {
             drop(data.take()); // free the previous dtype's inputs first
             data = Some(inputs(&stream, case.dtype)?);
         }
         let d = data.as_ref().ok_or("no inputs")?;
-        run.rows.extend(measure(opts, &device, &stream, &fa, naive.as_ref(), torch.as_mut().ok(), case, d)?);
+        // The PyTorch peer's tensors, once per shape (its passes follow each other).
+        let shape = (case.dtype, case.headdim, case.seqlen, case.causal);
+        if torch_shape != Some(shape) {
+            torch_shape = Some(shape);
+            env.torch_ready = torch_setup(env.torch.as_deref_mut(), case);
+        }
+        let rows = match case.pass {
+            Pass::Forward => measure_forward(&mut env, case, d)?,
+            Pass::Backward | Pass::Both => measure_backward(&mut env, case, d)?,
+        };
+        run.rows.extend(rows);
         // Written after every case: a run cut short keeps what it measured.
         write_results(&run, &base, opts)?;
     }
-    progress(cases.len(), cases.len(), cases.last().ok_or("no case selected")?);
+    progress(cases.len(), cases.len(), cases.last().ok_or("no case selected")?, started);
     eprintln!();
     println!("\n{}", report::markdown_table(&run));
     eprintln!("wrote {}.json and .md", base.display());
     Ok(())
 }
 
+fn torch_setup(torch: Option<&mut TorchPeer>, c: &Case) -> Result<(), String> {
+    let (b, h, s, d) = (c.batch, c.heads, c.seqlen, c.headdim);
+    match torch {
+        Some(t) => match t.ask(&format!("setup {} {b} {h} {s} {d} {}", c.dtype.name(), c.causal as u8)) {
+            Reply::Ok => Ok(()),
+            Reply::Missing(why) => Err(why),
+            _ => Err("unexpected reply".into()),
+        },
+        None => Err("PyTorch is not available".into()),
+    }
+}
+
 fn write_results(run: &Run, base: &std::path::Path, opts: &Options) -> Result<(), String> {
     let md = format!(
-        "# rustflash-bench, {}, {}\n\nForward TFLOPS (FlashAttention's FLOP count), median of {} runs; peer: {}.\n\n{}",
+        "# rustflash-bench, {}, {}\n\nTFLOPS with FlashAttention's FLOP count (forward `4 · B · S² · H · D`, halved when causal; \
+         backward 2.5x that, forward+backward 3.5x), median of {} timed runs (forward) and {} (backward, \
+         forward+backward); peer: {}.\n\n{}",
         run.date,
         run.gpu,
         opts.rounds * opts.runs_per_round,
+        opts.bwd_rounds * opts.runs_per_round,
         run.torch,
         report::markdown_table(run)
     );
@@ -196,231 +315,408 @@ fn write_results(run: &Run, base: &std::path::Path, opts: &Options) -> Result<()
     std::fs::write(base.with_extension("md"), md).map_err(|e| e.to_string())
 }
 
-fn progress(done: usize, total: usize, c: &Case) {
+fn progress(done: usize, total: usize, c: &Case, started: std::time::Instant) {
     let width = 30;
     let filled = width * done / total.max(1);
     let line = format!(
-        "[{}{}] {done}/{total} {} d{} s{}{}",
+        "[{}{}] {done}/{total} {} {} ({:.0} s)",
         "=".repeat(filled),
         " ".repeat(width - filled),
-        c.dtype.name(),
-        c.headdim,
-        c.seqlen,
-        if c.causal { " causal" } else { "" }
+        c.pass.name(),
+        c.label(),
+        started.elapsed().as_secs_f64()
     );
     if std::io::stderr().is_terminal() {
-        eprint!("\r{line:<70}");
+        eprint!("\r{line:<80}");
     } else {
         eprintln!("{line}");
     }
     let _ = std::io::stderr().flush();
 }
 
+#[derive(Clone, Copy, PartialEq)]
 enum Impl {
     Ours,
+    OursDet,
     Naive,
     Torch(&'static str),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    opts: &Options,
-    device: &Device,
-    stream: &Arc<CudaStream>,
-    fa: &FlashAttention,
-    naive: Result<&naive::Naive, &String>,
-    mut torch: Option<&mut torch_peer::TorchPeer>,
-    c: &Case,
-    data: &Inputs,
-) -> Result<Vec<Row>, String> {
-    let err = |e: cudarc::driver::DriverError| e.to_string();
-    let (b, s, h, dd) = (c.batch, c.seqlen, c.heads, c.headdim);
-    // (batch, heads, seqlen, headdim) memory seen through rustflash's (b, s, h, d) indexing.
-    let bhsd = Layout4 { shape: [b, s, h, dd], strides: [h * s * dd, dd, s * dd, 1] };
-    let mut out = stream.alloc_zeros::<u16>(ELEMENTS).map_err(err)?;
-    let mut lse = stream.alloc_zeros::<f32>(b * h * s).map_err(err)?;
-    let part = |i: usize| data.device.slice(i * ELEMENTS..(i + 1) * ELEMENTS);
-    let opts_fa = ForwardOptions::default().causal(c.causal);
-    let ours_bytes = (4 * ELEMENTS * 2 + b * h * s * 4) as u64;
-
-    // Naive: its own S buffer (b·h·s² elements) and output.
-    let mut naive_out = None;
-    let naive_state: Result<(&naive::Naive, CudaSlice<u16>), String> = match naive {
-        Ok(n) => match unsafe { stream.alloc::<u16>(b * h * s * s) } {
-            Ok(scores) => {
-                naive_out = Some(stream.alloc_zeros::<u16>(ELEMENTS).map_err(err)?);
-                Ok((n, scores))
-            }
-            Err(e) => Err(format!("cannot allocate S ({:.1} GB): {e}", (b * h * s * s * 2) as f64 / 1e9)),
-        },
-        Err(e) => Err(e.clone()),
-    };
-    let naive_bytes = (4 * ELEMENTS * 2 + b * h * s * s * 2) as u64;
-
-    let mut impls = vec![Impl::Ours, Impl::Naive];
-    let mut rows: Vec<Row> = Vec::new();
-    let torch_ready = match torch.as_deref_mut() {
-        Some(t) => match t.ask(&format!("setup {} {b} {h} {s} {dd} {}", c.dtype.name(), c.causal as u8)) {
-            torch_peer::Reply::Ok => Ok(()),
-            torch_peer::Reply::Missing(why) => Err(why),
-            _ => Err("unexpected reply".into()),
-        },
-        None => Err("PyTorch is not available".into()),
-    };
-    for backend in torch_peer::BACKENDS {
-        match &torch_ready {
-            Ok(()) => impls.push(Impl::Torch(backend)),
-            Err(why) => rows.push(Row {
-                case: *c,
-                implementation: format!("torch {backend}"),
-                outcome: Outcome::Missing(why.clone()),
-            }),
+impl Impl {
+    fn name(self) -> String {
+        match self {
+            Impl::Ours => OURS.into(),
+            Impl::OursDet => OURS_DET.into(),
+            Impl::Naive => NAIVE.into(),
+            Impl::Torch(b) => format!("torch {b}"),
         }
     }
+}
 
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); impls.len()];
-    let mut missing: Vec<Option<String>> = vec![None; impls.len()];
-    let mut peak: Vec<u64> = vec![0; impls.len()];
-    if let Err(why) = &naive_state {
-        missing[1] = Some(why.clone());
+/// The implementations of a pass, and the rows of the PyTorch backends that cannot run.
+fn implementations(env: &Env, c: &Case) -> (Vec<Impl>, Vec<Option<String>>) {
+    let mut impls = vec![Impl::Ours];
+    if c.pass.has_backward() {
+        impls.push(Impl::OursDet);
     }
-    // Round 0 warms up (not kept); then `rounds` rounds of `runs_per_round` runs each.
-    for round in 0..=opts.rounds {
-        let n = if round == 0 { 2 } else { opts.runs_per_round };
-        for (i, imp) in impls.iter().enumerate() {
+    impls.push(Impl::Naive);
+    impls.extend(torch_peer::BACKENDS.iter().map(|&b| Impl::Torch(b)));
+    let missing = impls
+        .iter()
+        .map(|imp| match imp {
+            Impl::Naive => env.naive.err().cloned(),
+            Impl::Torch("math") if c.pass.has_backward() && c.seqlen > env.opts.math_max_seqlen => Some(format!(
+                "skipped above seqlen {} in the passes with a backward (--math-max-seqlen): the slowest peer by far, \
+                 and naive (cuBLAS) is the materialised baseline",
+                env.opts.math_max_seqlen
+            )),
+            Impl::Torch(_) => env.torch_ready.clone().err(),
+            _ => None,
+        })
+        .collect();
+    (impls, missing)
+}
+
+/// Round 0 warms up (2 runs each, not kept); then `rounds` rounds in which each implementation
+/// still in the race runs `runs_per_round` times in turn. `run(i, n)` times implementation `i`
+/// `n` times; an error takes it out, with the reason.
+fn interleave(
+    rounds: usize,
+    runs_per_round: usize,
+    missing: &mut [Option<String>],
+    mut run: impl FnMut(usize, usize) -> Result<Vec<f64>, String>,
+) -> Vec<Vec<f64>> {
+    let mut times = vec![Vec::new(); missing.len()];
+    for round in 0..=rounds {
+        let n = if round == 0 { 2 } else { runs_per_round };
+        for i in 0..missing.len() {
             if missing[i].is_some() {
                 continue;
             }
-            let result: Result<Vec<f64>, String> = match imp {
-                Impl::Ours => timing::time_runs(device.context(), stream, n, || match c.dtype {
-                    Dtype::F16 => {
-                        run_ours::<f16>(fa, stream, &data.device, &mut out, &mut lse, bhsd, &opts_fa)
-                    }
-                    Dtype::Bf16 => {
-                        run_ours::<bf16>(fa, stream, &data.device, &mut out, &mut lse, bhsd, &opts_fa)
-                    }
-                }),
-                Impl::Naive => {
-                    let (n_impl, scores) = naive_state.as_ref().map_err(|e| e.clone())?;
-                    let addr = |v: &cudarc::driver::CudaView<u16>| v.device_ptr(stream).0;
-                    let bufs = naive::NaiveBuffers {
-                        q: addr(&part(0)),
-                        k: addr(&part(1)),
-                        v: addr(&part(2)),
-                        scores: scores.device_ptr(stream).0,
-                        out: naive_out.as_ref().map(|o| o.device_ptr(stream).0).unwrap_or(0),
-                    };
-                    timing::time_runs(device.context(), stream, n, || n_impl.forward(c, &bufs))
-                }
-                Impl::Torch(backend) => {
-                    match torch.as_deref_mut().map(|t| t.ask(&format!("run {backend} {n}"))) {
-                        Some(torch_peer::Reply::Times { peak_bytes, ms }) => {
-                            peak[i] = peak[i].max(peak_bytes);
-                            Ok(ms)
-                        }
-                        Some(torch_peer::Reply::Missing(why)) => Err(why),
-                        _ => Err("no reply".into()),
-                    }
-                }
-            };
-            match result {
+            match run(i, n) {
                 Ok(ms) if round > 0 => times[i].extend(ms),
                 Ok(_) => {}
                 Err(why) => missing[i] = Some(why),
             }
         }
     }
+    times
+}
 
-    // Checks: ours and naive against each other (or ours against the float64 reference on
-    // sampled rows when naive is missing); each PyTorch backend against fp32 attention.
-    let ours_o = stream.clone_dtoh(&out).map_err(err)?;
-    let naive_o = match (&missing[1], &naive_out) {
-        (None, Some(o)) => Some(stream.clone_dtoh(o).map_err(err)?),
-        _ => None,
+/// `n` timed runs of a PyTorch backend in the case's pass.
+fn torch_run(
+    torch: Option<&mut TorchPeer>,
+    pass: Pass,
+    backend: &str,
+    n: usize,
+    peak: &mut u64,
+) -> Result<Vec<f64>, String> {
+    let word = match pass {
+        Pass::Forward => "forward",
+        Pass::Backward => "backward",
+        Pass::Both => "both",
     };
-    let to_f64 = |x: u16| match c.dtype {
-        Dtype::F16 => f16::from_bits(x).to_f64(),
-        Dtype::Bf16 => bf16::from_bits(x).to_f64(),
-    };
-    let (ours_err, ours_against) = match &naive_o {
-        Some(n) => (rel_diff(ours_o.iter().map(|&x| to_f64(x)), n.iter().map(|&x| to_f64(x))), "naive"),
-        None => (reference_check(c, data, &ours_o, bhsd)?, "float64 reference (sampled rows)"),
-    };
-    for (i, imp) in impls.iter().enumerate() {
-        let name = match imp {
-            Impl::Ours => "rustflash".to_string(),
-            Impl::Naive => "naive (cuBLAS)".to_string(),
-            Impl::Torch(b) => format!("torch {b}"),
-        };
-        let outcome = if let Some(why) = missing[i].take() {
-            Outcome::Missing(why)
-        } else {
-            let (rel_error, against, bytes) = match imp {
-                Impl::Ours => (ours_err, ours_against, ours_bytes),
-                Impl::Naive => (ours_err, "rustflash", naive_bytes),
-                Impl::Torch(b) => match torch.as_deref_mut().map(|t| t.ask(&format!("check {b}"))) {
-                    Some(torch_peer::Reply::Error(e)) => (e, "fp32 attention", peak[i]),
-                    _ => (f64::NAN, "fp32 attention", peak[i]),
-                },
-            };
-            if rel_error.is_nan() || rel_error > MAX_REL_ERROR {
+    match torch.map(|t| t.ask(&format!("run {word} {backend} {n}"))) {
+        Some(Reply::Times { peak_bytes, ms }) => {
+            *peak = (*peak).max(peak_bytes);
+            Ok(ms)
+        }
+        Some(Reply::Missing(why)) => Err(why),
+        _ => Err("no reply".into()),
+    }
+}
+
+/// The rows of one case: each implementation measured, wrong (its check failed) or missing.
+/// `checks[i]`: relative error, what it was checked against, device bytes.
+fn rows(
+    c: &Case,
+    impls: &[Impl],
+    times: Vec<Vec<f64>>,
+    missing: Vec<Option<String>>,
+    checks: Vec<(f64, &'static str, u64)>,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = impls
+        .iter()
+        .zip(times)
+        .zip(missing)
+        .zip(checks)
+        .map(|(((imp, times), missing), (rel_error, against, bytes))| {
+            let outcome = if let Some(why) = missing {
+                Outcome::Missing(why)
+            } else if rel_error.is_nan() || rel_error > MAX_REL_ERROR {
                 Outcome::Wrong { rel_error, checked_against: against }
+            } else if times.is_empty() {
+                Outcome::Missing("no timed run".into())
             } else {
-                let runs = times[i].len();
+                let runs = times.len();
                 Outcome::Measured {
-                    median_ms: timing::median(times[i].clone()),
+                    median_ms: timing::median(times),
                     runs,
                     peak_bytes: bytes,
                     rel_error,
                     checked_against: against,
                 }
+            };
+            Row { case: *c, implementation: imp.name(), outcome }
+        })
+        .collect();
+    rows.sort_by_key(|r| report::order(&r.implementation));
+    rows
+}
+
+fn addr(stream: &Arc<CudaStream>, v: &cudarc::driver::CudaView<u16>) -> u64 {
+    v.device_ptr(stream).0
+}
+
+fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, String> {
+    let err = |e: cudarc::driver::DriverError| e.to_string();
+    let stream = env.stream;
+    let (b, s, h) = (c.batch, c.seqlen, c.heads);
+    let layout = c.layout();
+    let part = |i: usize| data.device.slice(i * ELEMENTS..(i + 1) * ELEMENTS);
+    let opts_fa = ForwardOptions::default().causal(c.causal);
+    let mut ours = ours::Buffers::new(stream, c, None)?;
+
+    // Naive: its own S buffer (b·h·s² elements) and output.
+    let (impls, mut missing) = implementations(env, c);
+    let naive_at = impls.iter().position(|i| *i == Impl::Naive).ok_or("no naive")?;
+    let mut naive_bufs = None;
+    if let Ok(n) = env.naive {
+        match unsafe { stream.alloc::<u16>(b * h * s * s) } {
+            Ok(scores) => naive_bufs = Some((n, scores, stream.alloc_zeros::<u16>(ELEMENTS).map_err(err)?)),
+            Err(e) => {
+                missing[naive_at] =
+                    Some(format!("cannot allocate S ({:.1} GB): {e}", (b * h * s * s * 2) as f64 / 1e9))
+            }
+        }
+    }
+    let naive_bytes = (4 * ELEMENTS * 2 + b * h * s * s * 2) as u64;
+
+    let mut peak: Vec<u64> = vec![0; impls.len()];
+    let (fa, device) = (env.fa, env.device);
+    let mut torch = env.torch.as_deref_mut();
+    let times = interleave(env.opts.rounds, env.opts.runs_per_round, &mut missing, |i, n| match impls[i] {
+        Impl::Ours => timing::time_runs(device.context(), stream, n, || {
+            ours::step(fa, stream, c, &data.device, &mut ours, Some(&opts_fa), None)
+        }),
+        Impl::Naive => {
+            let (n_impl, scores, out) = naive_bufs.as_ref().ok_or("naive buffers")?;
+            let bufs = naive::NaiveBuffers {
+                q: addr(stream, &part(0)),
+                k: addr(stream, &part(1)),
+                v: addr(stream, &part(2)),
+                scores: scores.device_ptr(stream).0,
+                out: out.device_ptr(stream).0,
+            };
+            timing::time_runs(device.context(), stream, n, || n_impl.forward(c, &bufs))
+        }
+        Impl::Torch(backend) => torch_run(torch.as_deref_mut(), c.pass, backend, n, &mut peak[i]),
+        Impl::OursDet => Err("no deterministic forward".into()),
+    });
+
+    // Checks: ours and naive against each other (or ours against the float64 reference on
+    // sampled rows when naive is missing); each PyTorch backend against fp32 attention.
+    let ours_at = impls.iter().position(|i| *i == Impl::Ours).ok_or("no ours")?;
+    if missing[ours_at].is_some() {
+        missing[naive_at].get_or_insert("not checked: no rustflash output to compare with".into());
+    }
+    let ours_o = stream.clone_dtoh(&ours.out).map_err(err)?;
+    let naive_o = match (&missing[naive_at], &naive_bufs) {
+        (None, Some((_, _, o))) => Some(stream.clone_dtoh(o).map_err(err)?),
+        _ => None,
+    };
+    let (ours_err, ours_against) = match &naive_o {
+        Some(n) => (check::rel_diff_bits(&ours_o, n, &data.table), "naive"),
+        None => (reference_check(c, data, &ours_o, layout)?, "float64 reference (sampled rows)"),
+    };
+    let mut checks = Vec::new();
+    for (i, imp) in impls.iter().enumerate() {
+        checks.push(match imp {
+            Impl::Ours => (ours_err, ours_against, ours.bytes()),
+            Impl::Naive => (ours_err, "rustflash", naive_bytes),
+            Impl::Torch(b) if missing[i].is_none() => {
+                match torch.as_deref_mut().map(|t| t.ask(&format!("check forward {b}"))) {
+                    Some(Reply::Error(e)) => (e, "fp32 attention", peak[i]),
+                    _ => (f64::NAN, "fp32 attention", peak[i]),
+                }
+            }
+            _ => (f64::NAN, "", 0),
+        });
+    }
+    Ok(rows(c, &impls, times, missing, checks))
+}
+
+/// The backward, or the forward and backward together (`c.pass`).
+fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, String> {
+    let err = |e: cudarc::driver::DriverError| e.to_string();
+    let stream = env.stream;
+    let (b, s, h) = (c.batch, c.seqlen, c.heads);
+    let part = |i: usize| data.device.slice(i * ELEMENTS..(i + 1) * ELEMENTS);
+    let both = c.pass == Pass::Both;
+    let fwd_opts = ForwardOptions::default().causal(c.causal);
+    let bwd_opts = BackwardOptions::default().causal(c.causal);
+    let det_opts = BackwardOptions::default().causal(c.causal).deterministic(true);
+    let fwd_each = both.then_some(&fwd_opts);
+    let (fa, device) = (env.fa, env.device);
+
+    // Ours, in each mode: O and LSE from our forward (made here once for the backward pass; in
+    // every run for forward+backward), then the gradients.
+    let mut ours = ours::Buffers::new(stream, c, Some(&bwd_opts))?;
+    let mut det = ours::Buffers::new(stream, c, Some(&det_opts))?;
+    let (impls, mut missing) = implementations(env, c);
+    if !both {
+        for (bufs, imp) in [(&mut ours, Impl::Ours), (&mut det, Impl::OursDet)] {
+            if let Err(why) = ours::step(fa, stream, c, &data.device, bufs, Some(&fwd_opts), None) {
+                let at = impls.iter().position(|i| *i == imp).ok_or("no ours")?;
+                missing[at] = Some(format!("the forward that makes O and the LSE failed: {why}"));
+            }
+        }
+    }
+
+    // Naive: P (from its forward) and dP, each b·h·s² elements, its output and gradients.
+    let naive_at = impls.iter().position(|i| *i == Impl::Naive).ok_or("no naive")?;
+    let mut naive_state = None;
+    if let Ok(n) = env.naive {
+        let s2 = b * h * s * s;
+        let alloc = || -> Result<[CudaSlice<u16>; 6], String> {
+            // SAFETY: each buffer is written before it is read (P and O by the forward, dP by
+            // the backward's first product, the gradients by the last ones).
+            let big = |what: &str| {
+                unsafe { stream.alloc::<u16>(s2) }
+                    .map_err(|e| format!("cannot allocate {what} ({:.1} GB): {e}", (s2 * 2) as f64 / 1e9))
+            };
+            let small = || stream.alloc_zeros::<u16>(ELEMENTS).map_err(err);
+            Ok([big("P")?, big("dP")?, small()?, small()?, small()?, small()?])
+        };
+        match n.backward_available(c.dtype).and_then(|()| alloc()) {
+            Ok(bufs) => naive_state = Some((n, bufs)),
+            Err(why) => missing[naive_at] = Some(why),
+        }
+    }
+    let naive_fwd = |n: &naive::Naive, bufs: &[CudaSlice<u16>; 6]| {
+        let [p, _, out, ..] = bufs;
+        let f = naive::NaiveBuffers {
+            q: addr(stream, &part(0)),
+            k: addr(stream, &part(1)),
+            v: addr(stream, &part(2)),
+            scores: p.device_ptr(stream).0,
+            out: out.device_ptr(stream).0,
+        };
+        n.forward(c, &f)
+    };
+    let naive_bwd = |n: &naive::Naive, bufs: &[CudaSlice<u16>; 6]| {
+        let [p, dp, _, dq, dk, dv] = bufs;
+        let g = naive::NaiveBackwardBuffers {
+            q: addr(stream, &part(0)),
+            k: addr(stream, &part(1)),
+            v: addr(stream, &part(2)),
+            dout: addr(stream, &part(3)),
+            probs: p.device_ptr(stream).0,
+            dprobs: dp.device_ptr(stream).0,
+            dq: dq.device_ptr(stream).0,
+            dk: dk.device_ptr(stream).0,
+            dv: dv.device_ptr(stream).0,
+        };
+        n.backward(c, &g)
+    };
+    if let (false, Some((n, bufs))) = (both, &naive_state) {
+        if let Err(why) = naive_fwd(n, bufs) {
+            missing[naive_at] = Some(why);
+        }
+    }
+    // q, k, v, dO, P, dP, dQ, dK, dV (and O, with the forward).
+    let naive_bytes = ((7 + both as usize) * ELEMENTS * 2 + 2 * b * h * s * s * 2) as u64;
+
+    let mut peak: Vec<u64> = vec![0; impls.len()];
+    let mut torch = env.torch.as_deref_mut();
+    let times =
+        interleave(env.opts.bwd_rounds, env.opts.runs_per_round, &mut missing, |i, n| match impls[i] {
+            Impl::Ours => timing::time_runs(device.context(), stream, n, || {
+                ours::step(fa, stream, c, &data.device, &mut ours, fwd_each, Some(&bwd_opts))
+            }),
+            Impl::OursDet => timing::time_runs(device.context(), stream, n, || {
+                ours::step(fa, stream, c, &data.device, &mut det, fwd_each, Some(&det_opts))
+            }),
+            Impl::Naive => {
+                let (n_impl, bufs) = naive_state.as_ref().ok_or("naive buffers")?;
+                timing::time_runs(device.context(), stream, n, || {
+                    if both {
+                        naive_fwd(n_impl, bufs)?;
+                    }
+                    naive_bwd(n_impl, bufs)
+                })
+            }
+            Impl::Torch(backend) => torch_run(torch.as_deref_mut(), c.pass, backend, n, &mut peak[i]),
+        });
+
+    // Checks: dQ, dK, dV of ours (both modes) and naive against each other, or, without naive,
+    // ours against the float64 reference on a small problem of the same kind; each PyTorch
+    // backend's against fp32 gradients.
+    let grads = |bufs: &ours::Buffers| -> Result<[Vec<u16>; 3], String> {
+        let g = bufs.grads.as_ref().ok_or("no gradients")?;
+        Ok([
+            stream.clone_dtoh(&g.dq).map_err(err)?,
+            stream.clone_dtoh(&g.dk).map_err(err)?,
+            stream.clone_dtoh(&g.dv).map_err(err)?,
+        ])
+    };
+    let diff = |a: &[Vec<u16>; 3], b: &[Vec<u16>; 3]| {
+        check::worst(a.iter().zip(b).map(|(x, y)| check::rel_diff_bits(x, y, &data.table)))
+    };
+    let naive_grads = match (&missing[naive_at], &naive_state) {
+        (None, Some((_, [.., dq, dk, dv]))) => Some([
+            stream.clone_dtoh(dq).map_err(err)?,
+            stream.clone_dtoh(dk).map_err(err)?,
+            stream.clone_dtoh(dv).map_err(err)?,
+        ]),
+        _ => None,
+    };
+    let ours_at = |imp: Impl| impls.iter().position(|i| *i == imp).unwrap_or(0);
+    let mode_error =
+        |bufs: &ours::Buffers, options: &BackwardOptions, imp: Impl| -> Result<(f64, &'static str), String> {
+            if missing[ours_at(imp)].is_some() {
+                return Ok((f64::NAN, ""));
+            }
+            match &naive_grads {
+                Some(n) => Ok((diff(&grads(bufs)?, n), "naive")),
+                None => Ok((ours::small_case_error(fa, stream, c, options)?, ours::SMALL_CASE_AND_MODES)),
             }
         };
-        rows.push(Row { case: *c, implementation: name, outcome });
+    let (mut ours_err, ours_against) = mode_error(&ours, &bwd_opts, Impl::Ours)?;
+    let (mut det_err, det_against) = mode_error(&det, &det_opts, Impl::OursDet)?;
+    let (ours_ran, det_ran) =
+        (missing[ours_at(Impl::Ours)].is_none(), missing[ours_at(Impl::OursDet)].is_none());
+    if naive_grads.is_none() && ours_ran && det_ran {
+        // Without naive, the two modes on this very case against each other as well.
+        let modes = diff(&grads(&ours)?, &grads(&det)?);
+        ours_err = check::worst([ours_err, modes]);
+        det_err = check::worst([det_err, modes]);
     }
-    rows.sort_by_key(|r| order(&r.implementation));
-    Ok(rows)
-}
-
-/// One forward pass of ours on the raw 16-bit buffers, viewed as `T`.
-fn run_ours<T: Element>(
-    fa: &FlashAttention,
-    stream: &Arc<CudaStream>,
-    qkv: &CudaSlice<u16>,
-    out: &mut CudaSlice<u16>,
-    lse: &mut CudaSlice<f32>,
-    layout: Layout4,
-    options: &ForwardOptions,
-) -> Result<(), String> {
-    // SAFETY: u16 bits and T (f16 or bf16) have the same size and alignment.
-    let view = |i: usize| {
-        unsafe { qkv.slice(i * ELEMENTS..(i + 1) * ELEMENTS).transmute::<T>(ELEMENTS) }.ok_or("view")
+    // Naive is checked against ours (or ours det); with neither, it is not checked.
+    let naive_check = if ours_ran {
+        (ours_err, OURS)
+    } else if det_ran {
+        (det_err, OURS_DET)
+    } else {
+        missing[naive_at].get_or_insert("not checked: no rustflash gradients to compare with".into());
+        (f64::NAN, "")
     };
-    let (q, k, v) = (view(0)?, view(1)?, view(2)?);
-    let o = unsafe { out.transmute_mut::<T>(ELEMENTS) }.ok_or("view")?;
-    let t = |data| DeviceTensor { data, layout };
-    let mut o = DeviceTensorMut { data: o, layout };
-    let [b, s, h, _] = layout.shape;
-    let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..b * h * s), [b, h, s]);
-    fa.forward(stream, &t(q), &t(k), &t(v), &mut o, &mut lse, options).map_err(|e| e.to_string())
-}
-
-/// Column order: ours, naive, then PyTorch's backends.
-fn order(name: &str) -> usize {
-    ["rustflash", "naive (cuBLAS)", "torch flash", "torch cudnn", "torch efficient", "torch math"]
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or(9)
-}
-
-/// max |a − b| / max |b|.
-fn rel_diff(a: impl Iterator<Item = f64>, b: impl Iterator<Item = f64>) -> f64 {
-    let (mut err, mut mag) = (0.0f64, 0.0f64);
-    for (x, y) in a.zip(b) {
-        err = if (x - y).is_nan() { f64::NAN } else { err.max((x - y).abs()) };
-        mag = mag.max(y.abs());
+    let mut checks = Vec::new();
+    for (i, imp) in impls.iter().enumerate() {
+        checks.push(match imp {
+            Impl::Ours => (ours_err, ours_against, ours.bytes()),
+            Impl::OursDet => (det_err, det_against, det.bytes()),
+            Impl::Naive => (naive_check.0, naive_check.1, naive_bytes),
+            Impl::Torch(b) if missing[i].is_none() => {
+                match torch.as_deref_mut().map(|t| t.ask(&format!("check backward {b}"))) {
+                    Some(Reply::Error(e)) => (e, "fp32 gradients (batch 0, 2 heads)", peak[i]),
+                    _ => (f64::NAN, "fp32 gradients (batch 0, 2 heads)", peak[i]),
+                }
+            }
+            _ => (f64::NAN, "", 0),
+        });
     }
-    err / mag.max(f64::MIN_POSITIVE)
+    Ok(rows(c, &impls, times, missing, checks))
 }
 
 /// Ours against the float64 reference on three sampled query rows of every head.
@@ -432,7 +728,7 @@ fn reference_check(c: &Case, data: &Inputs, ours: &[u16], layout: Layout4) -> Re
         layout: Layout4,
         conv: fn(u16) -> T,
     ) -> Result<f64, String> {
-        let host: Vec<T> = data.host.iter().map(|&x| conv(x)).collect();
+        let host: Vec<T> = data.host[..3 * ELEMENTS].iter().map(|&x| conv(x)).collect();
         let view = |i: usize| HostView { data: &host[i * ELEMENTS..(i + 1) * ELEMENTS], layout };
         let shape = AttentionShape {
             batch: c.batch,
@@ -459,7 +755,7 @@ fn reference_check(c: &Case, data: &Inputs, ours: &[u16], layout: Layout4) -> Re
                 }
             }
         }
-        Ok(rel_diff(got.into_iter(), r.o.into_iter()))
+        Ok(check::rel_diff(got.into_iter(), r.o.into_iter()))
     }
     match c.dtype {
         Dtype::F16 => go(c, data, ours, layout, f16::from_bits),

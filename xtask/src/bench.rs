@@ -1,5 +1,7 @@
-//! `cargo xtask bench [--full] [filters]`: builds and runs `rustflash-bench` (release) on this
-//! machine's GPU, then draws the charts. Without a GPU it says so and fails.
+//! `cargo xtask bench [--full] [--pass forward|backward|both].. [filters]`: builds and runs
+//! `rustflash-bench` (release) on this machine's GPU — the forward, backward and
+//! forward+backward passes, or those named — then draws the charts of every pass. Without a GPU
+//! it says so and fails.
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let status = crate::cargo()

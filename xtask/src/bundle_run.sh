@@ -3,7 +3,8 @@
 # GPU and no Rust toolchain. Every log and JSON result ends up in one archive.
 #
 #   run.sh [quick|full] [--sanitize] [--only NAME] [--out DIR]
-#   run.sh bench [--out DIR] [rustflash-bench arguments: --full, --dtype f16, ...]
+#   run.sh bench [--out DIR] [rustflash-bench arguments: --full, --pass backward, --dtype f16,
+#                 --max-minutes 8.5, ...]   (forward, backward and forward+backward unless --pass)
 #   run.sh startup [--out DIR]
 #
 # quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the

@@ -1,6 +1,7 @@
 //! `cargo xtask chart [FILE.json..] [--out DIR]`: SVG charts from benchmark JSON, one per
-//! (direction, dtype, head dim): TFLOPS against sequence length, a line per implementation, the
-//! no-mask and causal panels side by side. Needs no GPU.
+//! (pass, dtype, head dim): TFLOPS against sequence length, a line per implementation, the
+//! no-mask and causal panels side by side. Files `<pass>-<dtype>-d<D>.svg`, pass `forward`,
+//! `backward` or `forward-backward`. Needs no GPU.
 
 use crate::project_root;
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         groups.entry((p.direction.clone(), p.dtype.clone(), p.headdim)).or_default().push(p);
     }
     for ((direction, dtype, d), pts) in &groups {
-        let path = out.join(format!("{direction}-{dtype}-d{d}.svg"));
+        let path = out.join(format!("{}-{dtype}-d{d}.svg", direction.replace('+', "-")));
         std::fs::write(&path, svg(&format!("{direction}, {dtype}, head dim {d} — {gpu}"), pts))
             .map_err(|e| e.to_string())?;
         println!("wrote {}", path.display());
@@ -74,6 +75,8 @@ fn field(line: &str, key: &str) -> Option<String> {
     rest.split([',', '}']).next().map(|v| v.trim().to_string())
 }
 
+/// The measured points; each line's `"pass"`, else (files before the backward) the file's
+/// `"direction"`, else forward.
 fn parse(text: &str) -> Vec<Point> {
     let direction = field(text, "direction").unwrap_or_else(|| "forward".into());
     text.lines()
@@ -81,7 +84,7 @@ fn parse(text: &str) -> Vec<Point> {
         .filter_map(|l| {
             Some(Point {
                 implementation: field(l, "impl")?,
-                direction: direction.clone(),
+                direction: field(l, "pass").unwrap_or_else(|| direction.clone()),
                 dtype: field(l, "dtype")?,
                 headdim: field(l, "headdim")?.parse().ok()?,
                 seqlen: field(l, "seqlen")?.parse().ok()?,
@@ -169,8 +172,9 @@ fn svg(title: &str, points: &[Point]) -> String {
             if path.len() > 1 {
                 writeln!(
                     s,
-                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-                    path.join(" ")
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{}/>",
+                    path.join(" "),
+                    dashes(name)
                 )
                 .unwrap();
             }
@@ -187,10 +191,17 @@ fn svg(title: &str, points: &[Point]) -> String {
     }
     for (ii, name) in impls.iter().enumerate() {
         let (lx, ly) = (left + (ii as f64 % 4.0) * 220.0, h - 30.0 + (ii / 4) as f64 * 16.0);
-        writeln!(s, "<rect x=\"{lx}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>", ly - 4.0, COLORS[ii % COLORS.len()], lx + 20.0, ly, xml(name)).unwrap();
+        let color = COLORS[ii % COLORS.len()];
+        writeln!(s, "<line x1=\"{lx}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"3\"{}/><text x=\"{}\" y=\"{}\">{}</text>", lx + 16.0, ly - 2.0, ly - 2.0, dashes(name), lx + 20.0, ly, xml(name)).unwrap();
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A variant of an implementation (rustflash's deterministic backward) draws dashed, in a
+/// colour of its own.
+fn dashes(name: &str) -> &'static str {
+    if name.ends_with(" det") { " stroke-dasharray=\"6 3\"" } else { "" }
 }
 
 fn xml(s: &str) -> String {
@@ -210,5 +221,28 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].headdim, p[0].seqlen, p[0].tflops), (64, 512, 123.4));
         assert!(svg("t", &p).contains("<circle"));
+    }
+
+    #[test]
+    fn points_carry_their_pass() {
+        let text = "{\"gpu\": \"H100\", \"passes\": [\"forward\", \"backward\", \"forward+backward\"],\n\"results\": [\n\
+            {\"pass\": \"forward\", \"impl\": \"rustflash\", \"dtype\": \"f16\", \"headdim\": 64, \"seqlen\": 1024, \"batch\": 16, \"heads\": 32, \"causal\": false, \"status\": \"ok\", \"median_ms\": 1.0, \"tflops\": 300.00},\n\
+            {\"pass\": \"backward\", \"impl\": \"rustflash det\", \"dtype\": \"f16\", \"headdim\": 64, \"seqlen\": 1024, \"batch\": 16, \"heads\": 32, \"causal\": true, \"status\": \"ok\", \"median_ms\": 1.0, \"tflops\": 200.00},\n\
+            {\"pass\": \"backward\", \"impl\": \"rustflash det\", \"dtype\": \"f16\", \"headdim\": 64, \"seqlen\": 2048, \"batch\": 8, \"heads\": 32, \"causal\": true, \"status\": \"ok\", \"median_ms\": 1.0, \"tflops\": 210.00},\n\
+            {\"pass\": \"forward+backward\", \"impl\": \"torch flash\", \"dtype\": \"bf16\", \"headdim\": 128, \"seqlen\": 1024, \"batch\": 16, \"heads\": 16, \"causal\": false, \"status\": \"ok\", \"median_ms\": 1.0, \"tflops\": 250.00}\n]}\n";
+        let p = parse(text);
+        let passes: Vec<&str> = p.iter().map(|p| p.direction.as_str()).collect();
+        assert_eq!(passes, ["forward", "backward", "backward", "forward+backward"]);
+        assert!(p[1].causal && p[1].implementation == "rustflash det");
+        assert!(svg("t", &p[1..3]).contains("stroke-dasharray"));
+        let dir = std::env::temp_dir().join(format!("rustflash-chart-test-{}", std::process::id()));
+        let file = dir.join("r.json");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&file, text).unwrap();
+        run(&[file.display().to_string(), "--out".into(), dir.display().to_string()]).unwrap();
+        for name in ["forward-f16-d64.svg", "backward-f16-d64.svg", "forward-backward-bf16-d128.svg"] {
+            assert!(dir.join(name).exists(), "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -23,10 +23,17 @@ tasks:
                                 run.sh [quick|full] [--sanitize], run.sh bench, run.sh startup
                                 (start-up time, cold and warm driver JIT cache), for a GPU host
                                 without Rust
-  bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU;
-                                writes bench-results/<date>-<gpu>.json and .md, then the charts.
-                                FILTERS: --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,
-                                --no-torch (repeatable); quick: d 64/128, s 1k/4k, f16
+  bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU,
+                                forward, backward (default and deterministic mode) and forward+
+                                backward; writes bench-results/<date>-<gpu>-<mode>.json and .md,
+                                then the charts. FILTERS (repeatable): --pass forward|backward|both,
+                                --headdim N, --seqlen N, --causal yes|no, --dtype f16|bf16,
+                                --no-torch; quick: d 64/128, s 1k/4k, f16, every pass; --full:
+                                f16+bf16, d 64/128/256, s 1k..16k, every pass (about 8 minutes
+                                on an H100). Timing:
+                                --rounds R (5; sets every pass), --bwd-rounds R (4), --runs-per-round
+                                N (5), --math-max-seqlen N (4096: torch math's backward limit),
+                                --max-minutes M (no case starts after M minutes)
   chart [FILE.json..] [--out DIR]  SVG charts from benchmark JSON (default: the newest file in
                                 bench-results/, into docs/charts/); needs no GPU
   help                          this text
