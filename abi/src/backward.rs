@@ -311,16 +311,16 @@ mod tests {
     fn rows_are_consistent() {
         for c in BACKWARD_CONFIGS {
             assert_eq!(c.block_n, 16 * c.warps_n, "{}", c.name);
-            assert!(c.head_dim % (16 * c.warps_d) == 0, "{}", c.name);
+            assert!(c.head_dim.is_multiple_of(16 * c.warps_d), "{}", c.name);
             // S's query columns per warp: a whole number of 16-column pairs.
-            assert!(c.block_m % (16 * c.warps_d) == 0, "{}", c.name);
+            assert!(c.block_m.is_multiple_of(16 * c.warps_d), "{}", c.name);
             // dQ's tile split over the warps: 16-row by 16-column pieces.
-            assert!(c.warps() % (c.block_m / 16).min(c.warps()) == 0, "{}", c.name);
+            assert!(c.warps().is_multiple_of((c.block_m / 16).min(c.warps())), "{}", c.name);
             assert!(
-                BackwardWorkspace::ROW_ALIGN % c.block_m == 0
-                    && BackwardWorkspace::ROW_ALIGN % c.dq_block_m == 0
+                BackwardWorkspace::ROW_ALIGN.is_multiple_of(c.block_m)
+                    && BackwardWorkspace::ROW_ALIGN.is_multiple_of(c.dq_block_m)
             );
-            assert!(c.dq_block_n % 16 == 0 && c.dq_block_m % 16 == 0);
+            assert!(c.dq_block_n.is_multiple_of(16) && c.dq_block_m.is_multiple_of(16));
             for tile in BackwardTile::ALL {
                 assert!(
                     BACKWARD_CONFIGS
