@@ -143,6 +143,10 @@ pub struct BackwardConfig {
     pub warps_n: usize,
     /// ... and along the head dim (dK and dV columns; each splits the query columns of S).
     pub warps_d: usize,
+    /// Main kernel: buffers of the query tile (Q, dO and their statistics). With 2, the next
+    /// tile's copies are issued as a tile starts and overlap all of its work; with 1 they wait
+    /// until every warp is done with the tile's Q and dO.
+    pub query_stages: usize,
     /// Deterministic dQ kernel: query rows per block (16 per warp).
     pub dq_block_m: usize,
     /// Deterministic dQ kernel: keys per tile.
@@ -169,15 +173,15 @@ impl BackwardConfig {
     pub const fn threads(&self) -> usize {
         32 * self.warps()
     }
-    /// Main kernel: dynamic shared memory — K, V (`block_n` rows), Q, dO (`block_m` rows), dSᵀ
-    /// (and Pᵀ when the head dim is split across warps), and the tile's `lse_log2` and `delta`.
+    /// Main kernel: dynamic shared memory — K, V (`block_n` rows), dSᵀ (and Pᵀ when the head dim
+    /// is split across warps), and per query-tile stage Q, dO (`block_m` rows) and the tile's
+    /// `lse_log2` and `delta`.
     pub const fn shared_bytes(&self) -> usize {
         let row = self.head_dim * self.dtype.bytes();
         let scores = self.block_n * self.block_m * self.dtype.bytes();
         2 * self.block_n * row
-            + 2 * self.block_m * row
+            + self.query_stages * (2 * self.block_m * row + 2 * 4 * self.block_m)
             + scores * if self.warps_d > 1 { 2 } else { 1 }
-            + 2 * 4 * self.block_m
     }
     /// Deterministic dQ kernel: threads per block.
     pub const fn dq_threads(&self) -> usize {
@@ -199,8 +203,23 @@ impl BackwardConfig {
 /// The main backward kernel's name.
 #[macro_export]
 macro_rules! backward_kernel_name {
-    ($dt:ident, $d:literal, $bm:literal, $bn:literal, $wn:literal, $wd:literal) => {
-        concat!("flash_bwd_sm80_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn, "w", $wn, "x", $wd)
+    ($dt:ident, $d:literal, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal) => {
+        concat!(
+            "flash_bwd_sm80_",
+            stringify!($dt),
+            "_d",
+            $d,
+            "_m",
+            $bm,
+            "n",
+            $bn,
+            "w",
+            $wn,
+            "x",
+            $wd,
+            "s",
+            $qs
+        )
     };
 }
 
@@ -229,13 +248,15 @@ macro_rules! backward_convert_kernel_name {
 }
 
 /// Calls `$callback!` with every backward configuration, one
-/// `(dtype, Dtype variant, bucket, tile, block_m, block_n, warps_n, warps_d, dq_block_m,
-/// dq_block_n)` tuple per row.
+/// `(dtype, Dtype variant, bucket, tile, block_m, block_n, warps_n, warps_d, query_stages,
+/// dq_block_m, dq_block_n)` tuple per row.
 ///
 /// Shapes: each warp of the main kernel owns 16 keys and `bucket / warps_d` columns of dK and
 /// dV in registers; up to head dim 128 one warp spans the whole head dim, above it two do
 /// (each computing half of a tile's query columns of S and dP, exchanged through shared
-/// memory), so dK and dV stay within 128 registers.
+/// memory), so dK and dV stay within 128 registers. The Large rows up to head dim 128 keep two
+/// query-tile buffers (145 KB at 128, within the A100's 163 KB); above it one (two would need
+/// 212 KB at 256).
 #[macro_export]
 macro_rules! backward_configs {
     ($callback:path) => {
@@ -248,22 +269,22 @@ macro_rules! backward_configs {
 macro_rules! __backward_rows {
     ($callback:path; $($dt:ident $variant:ident),*) => {
         $callback! {$(
-            ($dt, $variant, 32, Large, 128, 128, 8, 1, 64, 64)
-            ($dt, $variant, 64, Large, 64, 128, 8, 1, 64, 64)
-            ($dt, $variant, 96, Large, 64, 128, 8, 1, 64, 64)
-            ($dt, $variant, 128, Large, 64, 128, 8, 1, 64, 64)
-            ($dt, $variant, 160, Large, 64, 64, 4, 2, 64, 32)
-            ($dt, $variant, 192, Large, 64, 64, 4, 2, 64, 32)
-            ($dt, $variant, 224, Large, 64, 64, 4, 2, 64, 32)
-            ($dt, $variant, 256, Large, 64, 64, 4, 2, 64, 32)
-            ($dt, $variant, 32, Small, 32, 64, 4, 1, 32, 32)
-            ($dt, $variant, 64, Small, 32, 64, 4, 1, 32, 32)
-            ($dt, $variant, 96, Small, 32, 64, 4, 1, 32, 32)
-            ($dt, $variant, 128, Small, 32, 64, 4, 1, 32, 32)
-            ($dt, $variant, 160, Small, 32, 32, 2, 2, 32, 32)
-            ($dt, $variant, 192, Small, 32, 32, 2, 2, 32, 32)
-            ($dt, $variant, 224, Small, 32, 32, 2, 2, 32, 32)
-            ($dt, $variant, 256, Small, 32, 32, 2, 2, 32, 32)
+            ($dt, $variant, 32, Large, 128, 128, 8, 1, 2, 64, 64)
+            ($dt, $variant, 64, Large, 64, 128, 8, 1, 2, 64, 64)
+            ($dt, $variant, 96, Large, 64, 128, 8, 1, 2, 64, 64)
+            ($dt, $variant, 128, Large, 64, 128, 8, 1, 2, 64, 64)
+            ($dt, $variant, 160, Large, 64, 64, 4, 2, 1, 64, 32)
+            ($dt, $variant, 192, Large, 64, 64, 4, 2, 1, 64, 32)
+            ($dt, $variant, 224, Large, 64, 64, 4, 2, 1, 64, 32)
+            ($dt, $variant, 256, Large, 64, 64, 4, 2, 1, 64, 32)
+            ($dt, $variant, 32, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($dt, $variant, 64, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($dt, $variant, 96, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($dt, $variant, 128, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($dt, $variant, 160, Small, 32, 32, 2, 2, 1, 32, 32)
+            ($dt, $variant, 192, Small, 32, 32, 2, 2, 1, 32, 32)
+            ($dt, $variant, 224, Small, 32, 32, 2, 2, 1, 32, 32)
+            ($dt, $variant, 256, Small, 32, 32, 2, 2, 1, 32, 32)
         )*}
     };
 }
@@ -271,7 +292,7 @@ macro_rules! __backward_rows {
 /// The [`BackwardConfig`] of one row of [`backward_configs!`].
 #[macro_export]
 macro_rules! backward_config {
-    ($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qbm:literal, $qbn:literal) => {
+    ($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal) => {
         $crate::BackwardConfig {
             dtype: $crate::Dtype::$variant,
             head_dim: $d,
@@ -280,9 +301,10 @@ macro_rules! backward_config {
             block_n: $bn,
             warps_n: $wn,
             warps_d: $wd,
+            query_stages: $qs,
             dq_block_m: $qbm,
             dq_block_n: $qbn,
-            name: $crate::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd),
+            name: $crate::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd, $qs),
             dq_name: $crate::backward_dq_kernel_name!($dt, $d, $qbm, $qbn),
             pre_name: $crate::backward_pre_kernel_name!($dt),
             convert_name: $crate::backward_convert_kernel_name!($dt),
@@ -291,10 +313,10 @@ macro_rules! backward_config {
 }
 
 macro_rules! backward_table {
-    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qbm:literal, $qbn:literal))*) => {
+    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal))*) => {
         /// Every backward configuration, as [`backward_configs!`] lists them.
         pub static BACKWARD_CONFIGS: &[BackwardConfig] = &[$(
-            $crate::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qbm, $qbn),
+            $crate::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qs, $qbm, $qbn),
         )*];
     };
 }

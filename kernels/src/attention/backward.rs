@@ -18,6 +18,10 @@
 //!   issue Q_i+1, dO_i+1        | dQ_i += dS K (atomics)
 //! ```
 //!
+//! With two query-tile stages (`QS = 2`, the Large rows up to head dim 128), Q_i+1 and dO_i+1 are
+//! issued into the other buffers right after the first barrier, so their copies overlap the
+//! whole tile.
+//!
 //! The first barrier also says that every warp is done reading the previous tile's dSᵀ (for dQ).
 
 use super::block_info::{BlockInfo, KeyBlock};
@@ -34,7 +38,8 @@ use crate::primitives::index::{block_idx_x, thread_idx_x};
 use crate::primitives::{math, shared, sync};
 use rustflash_abi::BackwardParams;
 
-/// Shared-memory tiles of the main kernel.
+/// Shared-memory tiles of the main kernel: K, V, dSᵀ, Pᵀ once; Q, dO and the statistics once
+/// per query-tile stage (`at_stage`).
 #[derive(Clone, Copy)]
 struct Tiles<const D: usize, const BM: usize> {
     k: SmemTile<D>,
@@ -48,6 +53,22 @@ struct Tiles<const D: usize, const BM: usize> {
     /// The tile's `lse · log2 e` and `delta`, `BM` f32 each.
     lse2: u32,
     delta: u32,
+}
+
+impl<const D: usize, const BM: usize> Tiles<D, BM> {
+    /// The query tile's buffers of stage `s` (stage 0 is `self`'s).
+    #[inline(always)]
+    fn at_stage(self, s: u32) -> Self {
+        let tiles = s as usize * 2 * SmemTile::<D>::bytes(BM);
+        let stats = s * 8 * BM as u32;
+        Tiles {
+            q: self.q.offset(tiles),
+            dout: self.dout.offset(tiles),
+            lse2: self.lse2 + stats,
+            delta: self.delta + stats,
+            ..self
+        }
+    }
 }
 
 /// One warp's place in the block.
@@ -92,6 +113,7 @@ pub unsafe fn backward<
     const BN: usize,
     const WN: usize,
     const WD: usize,
+    const QS: usize,
     const THREADS: usize,
     const SN: usize,
     const SK: usize,
@@ -123,14 +145,14 @@ pub unsafe fn backward<
         dq_chunk: (warp / dq_warps_m) * QN as u32,
     };
 
-    let base = SmemTile::<D> { base: shared::dynamic_smem_base() };
-    let k = base;
+    // Shared memory: K, V, dSᵀ, Pᵀ (WD > 1), then `QS` x (Q, dO), then `QS` x (lse₂, delta).
+    let k = SmemTile::<D> { base: shared::dynamic_smem_base() };
     let v = k.offset(SmemTile::<D>::bytes(BN));
-    let q = v.offset(SmemTile::<D>::bytes(BN));
-    let dout = q.offset(SmemTile::<D>::bytes(BM));
-    let ds = SmemTile::<BM> { base: dout.offset(SmemTile::<D>::bytes(BM)).base };
+    let ds = SmemTile::<BM> { base: v.offset(SmemTile::<D>::bytes(BN)).base };
     let p_tile = ds.offset(SmemTile::<BM>::bytes(BN));
-    let lse2 = if WD > 1 { p_tile.offset(SmemTile::<BM>::bytes(BN)).base } else { p_tile.base };
+    let q = SmemTile::<D> { base: p_tile.offset(if WD > 1 { SmemTile::<BM>::bytes(BN) } else { 0 }).base };
+    let dout = q.offset(SmemTile::<D>::bytes(BM));
+    let lse2 = q.offset(QS * 2 * SmemTile::<D>::bytes(BM)).base;
     let tiles = Tiles::<D, BM> { k, v, q, dout, ds, p: p_tile, lse2, delta: lse2 + 4 * BM as u32 };
 
     let mask = Mask::new(f.seqlen_q, f.seqlen_k, f.causal != 0);
@@ -142,7 +164,10 @@ pub unsafe fn backward<
     let m_unmasked =
         mask.unmasked_from::<BM, BN>(block.n0, block.keys).unwrap_or(m_end).clamp(m_first, m_end);
 
+    const { assert!(QS == 1 || QS == 2) };
     let mut grads = Grads::<DN> { dk: [[[0.0; 4]; DN]; 1], dv: [[[0.0; 4]; DN]; 1] };
+    // The query tiles' buffers alternate between the stages.
+    let mut stage = 0u32;
     if m_first < m_end {
         let kv = block.kv_source::<T>(f);
         let n_block = block.n0 / BN as u32;
@@ -170,9 +195,10 @@ pub unsafe fn backward<
         for m in m_first..m_unmasked {
             // SAFETY: every thread runs the same steps (uniform bounds); forwarded.
             unsafe {
-                step::<T, M, true, D, BM, BN, WD, THREADS, SN, SK, C, DN, KD, KM, QM, QN, KN>(
+                step::<T, M, true, D, BM, BN, WD, QS, THREADS, SN, SK, C, DN, KD, KM, QM, QN, KN>(
                     p,
                     &tiles,
+                    stage,
                     place,
                     &block,
                     &mask,
@@ -181,13 +207,15 @@ pub unsafe fn backward<
                     next(m),
                 )
             };
+            stage = (stage + 1) % QS as u32;
         }
         for m in m_unmasked..m_end {
             // SAFETY: as above.
             unsafe {
-                step::<T, M, false, D, BM, BN, WD, THREADS, SN, SK, C, DN, KD, KM, QM, QN, KN>(
+                step::<T, M, false, D, BM, BN, WD, QS, THREADS, SN, SK, C, DN, KD, KM, QM, QN, KN>(
                     p,
                     &tiles,
+                    stage,
                     place,
                     &block,
                     &mask,
@@ -196,6 +224,7 @@ pub unsafe fn backward<
                     next(m),
                 )
             };
+            stage = (stage + 1) % QS as u32;
         }
     }
 
@@ -262,7 +291,9 @@ unsafe fn load_query_tile<T: Element, const D: usize, const BM: usize, const THR
     }
 }
 
-/// One query tile `(g, m)`; `next`, if any, is issued once the tile's Q and dO are free.
+/// One query tile `(g, m)`, in buffer stage `stage`; `next`, if any, is issued into the other
+/// stage as the tile starts (two stages), or into this one once every warp is done with its Q
+/// and dO (one stage).
 ///
 /// # Safety
 /// As for [`backward`]; every thread of the block calls it with the same tiles.
@@ -276,6 +307,7 @@ unsafe fn step<
     const BM: usize,
     const BN: usize,
     const WD: usize,
+    const QS: usize,
     const THREADS: usize,
     const SN: usize,
     const SK: usize,
@@ -288,7 +320,8 @@ unsafe fn step<
     const KN: usize,
 >(
     p: &BackwardParams,
-    t: &Tiles<D, BM>,
+    tiles: &Tiles<D, BM>,
+    stage: u32,
     w: WarpPlace,
     block: &KeyBlock,
     mask: &Mask,
@@ -298,9 +331,24 @@ unsafe fn step<
 ) {
     let f = &p.fwd;
     let tile = block.query_tile(f, g, m, BM as u32);
+    let t = &tiles.at_stage(stage);
     wait_group::<0>();
     // SAFETY: every thread of the block reaches it (uniform loop bounds).
     unsafe { sync::block_barrier() };
+    if QS == 2
+        && let Some((g, m)) = next
+    {
+        // SAFETY: the other stage was last read in the previous tile, which every warp has left
+        // (barrier above); the next tile's rows are readable.
+        unsafe {
+            load_query_tile::<T, D, BM, THREADS>(
+                p,
+                &tiles.at_stage(stage ^ 1),
+                &block.query_tile(f, g, m, BM as u32),
+            )
+        };
+        commit_group();
+    }
 
     // Sᵀ = K Q_iᵀ and dPᵀ = V dO_iᵀ for the warp's keys and query columns.
     let mut s = [[[0.0f32; 4]; SN]; 1];
@@ -400,7 +448,9 @@ unsafe fn step<
             sync::block_barrier();
         }
     }
-    if let Some((g, m)) = next {
+    if QS == 1
+        && let Some((g, m)) = next
+    {
         // SAFETY: every warp is done reading Q_i, dO_i and the statistics (barrier above); the
         // next tile's rows are readable.
         unsafe { load_query_tile::<T, D, BM, THREADS>(p, t, &block.query_tile(f, g, m, BM as u32)) };

@@ -55,10 +55,10 @@ rustflash_abi::forward_configs!(forward_entries);
 /// The backward's main and deterministic dQ kernels: one of each per row of
 /// `rustflash_abi::backward_configs!`, instances of [`backward`] and [`backward_dq`].
 macro_rules! backward_entries {
-    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qbm:literal, $qbn:literal))*) => {$(
+    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal))*) => {$(
         const _: () = {
             const CONFIG: BackwardConfig =
-                rustflash_abi::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qbm, $qbn);
+                rustflash_abi::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qs, $qbm, $qbn);
             const THREADS: usize = CONFIG.threads();
             const D: usize = CONFIG.head_dim;
             const BM: usize = CONFIG.block_m;
@@ -69,7 +69,7 @@ macro_rules! backward_entries {
             const QM: usize = BM / 16 / DQ_WARPS_M;
             const QN: usize = D / 8 / (CONFIG.warps() / DQ_WARPS_M);
             kernel_attrs!(
-                name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd),
+                name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd, $qs),
                 KernelAttrs::new()
                     .max_threads(THREADS as u32)
                     .min_blocks_per_sm(1)
@@ -81,11 +81,11 @@ macro_rules! backward_entries {
             ///
             /// # Safety
             /// As for `attention::backward::backward`.
-            #[unsafe(export_name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd))]
+            #[unsafe(export_name = rustflash_abi::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd, $qs))]
             pub unsafe extern "ptx-kernel" fn main(p: BackwardParams) {
                 // SAFETY: the host launches this entry as its configuration row says.
                 unsafe {
-                    backward::<$variant, Sm80, D, BM, { CONFIG.block_n }, { CONFIG.warps_n }, WD, THREADS, SN, { SN / 2 }, { 2 * SN }, { D / WD / 8 }, { D / 16 }, { BM / 16 }, QM, QN, { CONFIG.block_n / 16 }>(&p)
+                    backward::<$variant, Sm80, D, BM, { CONFIG.block_n }, { CONFIG.warps_n }, WD, { CONFIG.query_stages }, THREADS, SN, { SN / 2 }, { 2 * SN }, { D / WD / 8 }, { D / 16 }, { BM / 16 }, QM, QN, { CONFIG.block_n / 16 }>(&p)
                 }
             }
 
