@@ -1,19 +1,21 @@
 //! The backward pass's launch parameters, workspace layout and configuration table.
 //!
-//! The backward is four launches on the caller's stream (FlashAttention-2's algorithm):
+//! The backward is three launches on the caller's stream (FlashAttention-2's algorithm), with
+//! dQ computed by one of two schedules ([`default_atomic_dq`]):
 //!
 //! 1. **pre-pass** (`flash_bwd_pre_sm80_<dtype>`): per query row, `delta = rowsum(dO ∘ O)` and
-//!    `lse · log2(e)` into the workspace (padded rows: 0 and +inf), and, in the default mode,
-//!    zeros the f32 dQ accumulator.
+//!    `lse · log2(e)` into the workspace (padded rows: 0 and +inf), and, for the atomic
+//!    schedule, zeros the f32 dQ accumulator.
 //! 2. **main** (one per row of [`backward_configs!`]): a block owns `block_n` keys of one
 //!    (batch, K/V head), walks every query tile of every query head of its group, recomputes P
 //!    from Q, K and the LSE, and accumulates dK and dV in registers (so GQA's sums over a group
-//!    need no atomics). In the default mode it also adds `dS K` into the f32 dQ accumulator with
-//!    atomics.
-//! 3. default mode: **convert** (`flash_bwd_convert_sm80_<dtype>`): dQ = scale · accumulator,
-//!    in the caller's dtype and layout.
-//!    deterministic mode: **dQ** (one per row): a block owns query rows and walks the key tiles,
-//!    recomputing P and dP, so dQ is a plain sum in a fixed order (no atomics at all).
+//!    need no atomics). In the atomic schedule it also adds `dS K` into the f32 dQ accumulator
+//!    with atomics.
+//! 3. atomic schedule: **convert** (`flash_bwd_convert_sm80_<dtype>`): dQ = scale ·
+//!    accumulator, in the caller's dtype and layout. Separate schedule (the deterministic
+//!    mode, and the default mode above head dim 64): **dQ** (one per row): a block owns query
+//!    rows and walks the key tiles, recomputing P and dP, so dQ is a plain sum in a fixed order
+//!    (no atomics at all).
 
 /// The backward kernels' argument. `fwd` describes the forward's operands exactly as the
 /// forward kernel received them (Q, K, V, O, LSE, their strides, sizes, scale and mask), with
@@ -45,7 +47,7 @@ pub struct BackwardParams {
     pub lse_log2: u64,
     /// The workspace's `delta` rows (f32).
     pub delta: u64,
-    /// The workspace's f32 dQ accumulator; 0 in the deterministic mode (none).
+    /// The workspace's f32 dQ accumulator; 0 when dQ has its own kernel (the deterministic mode, and the default mode above head dim 64: `default_atomic_dq`).
     pub dq_accum: u64,
     /// `seqlen_q` rounded up to [`BackwardWorkspace::ROW_ALIGN`]: rows per (batch, head) of
     /// the workspace's arrays.
@@ -72,7 +74,7 @@ pub struct BackwardWorkspace {
     pub seqlen_q_rounded: usize,
     /// `batch · heads_q · seqlen_q_rounded`.
     pub rows: usize,
-    /// Columns of the dQ accumulator (the head-dim bucket), 0 in the deterministic mode.
+    /// Columns of the dQ accumulator (the head-dim bucket), 0 when dQ has its own kernel.
     pub accum_cols: usize,
 }
 
@@ -198,6 +200,16 @@ impl BackwardConfig {
         let (a, b) = (self.shared_bytes(), self.dq_shared_bytes());
         if a > b { a } else { b }
     }
+}
+
+/// Whether the default mode of a head-dim bucket adds dQ into the f32 accumulator with atomics
+/// in the main kernel; otherwise it computes dQ in the separate dQ kernel, as the deterministic
+/// mode always does. Measured on the H100 (docs/performance-notes.md): the separate kernel is
+/// faster from head dim 96 on (1.05x at 128, 1.4x at 256) and even at 64, so only buckets 32
+/// and 64 keep the atomic schedule. The same for every tile class of a bucket, so the
+/// workspace's size does not depend on the GPU.
+pub const fn default_atomic_dq(bucket: usize) -> bool {
+    bucket <= 64
 }
 
 /// The main backward kernel's name.

@@ -12,6 +12,7 @@ mod params;
 
 pub use backward::{
     BACKWARD_CONFIGS, BackwardConfig, BackwardParams, BackwardTile, BackwardWorkspace, ROW_KERNEL_THREADS,
+    default_atomic_dq,
 };
 pub use config::{Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile};
 pub use params::ForwardParams;

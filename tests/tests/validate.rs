@@ -1173,7 +1173,13 @@ fn workspace_need(c: &BCall) -> u128 {
     let [b, sq, hq, d] = c.args.q.layout.shape;
     let rows = (b as u128).saturating_mul(hq as u128).saturating_mul((sq as u128).div_ceil(128) * 128);
     let bucket = (d as u128).div_ceil(32) * 32;
-    rows.saturating_mul(2 + if c.options.deterministic { 0 } else { bucket })
+    rows.saturating_mul(2 + if dq_kernel(c) { 0 } else { bucket })
+}
+
+/// Whether the call computes dQ in the separate kernel (no accumulator): the deterministic mode,
+/// and the default mode from bucket 96 on (buckets 32 and 64 keep the atomic schedule).
+fn dq_kernel(c: &BCall) -> bool {
+    c.options.deterministic || c.args.q.layout.shape[3] > 64
 }
 
 /// A valid call: each operand contiguous in its own region (or q, k, v and dq, dk, dv packed
@@ -1556,7 +1562,7 @@ fn backward_faults(c: &BCall) -> BFaults {
     }
     let product = |x: usize, y: usize, z: u128| (x as u128).saturating_mul(y as u128).saturating_mul(z);
     if product(b, hq, round(sq)) / 8 > grid_max
-        || (c.options.deterministic && product(b, hq, blocks(sq, config.dq_block_m)) > grid_max)
+        || (dq_kernel(c) && product(b, hq, blocks(sq, config.dq_block_m)) > grid_max)
     {
         bad.insert("q");
     }
@@ -1613,7 +1619,7 @@ fn check_backward_plan(c: &BCall, p: &BackwardPlan, config: &BackwardConfig) -> 
     let a = &c.args;
     let [b, sq, hq, d] = a.q.layout.shape;
     let [_, sk, hkv, _] = a.k.layout.shape;
-    let det = c.options.deterministic;
+    let det = dq_kernel(c);
     if p.config != config {
         return Err(format!("ran {} instead of {}", p.config.name, config.name));
     }

@@ -25,15 +25,23 @@ pub struct BackwardOptions {
     /// The forward's causal masking, aligned to the bottom right. Rows that see no key get zero
     /// gradients.
     pub causal: bool,
-    /// Bit-identical results run to run. The default mode accumulates dQ with f32 atomics in
-    /// the main kernel (the order of the additions, hence the last bits of dQ, vary from run to
-    /// run). The deterministic mode uses no atomics: the main kernel computes dK and dV only,
-    /// and a separate query-major kernel recomputes S and dP to form dQ as a sum in a fixed
-    /// order. Cost: 7 matrix products per tile instead of 5 (the main kernel's QKᵀ, dO Vᵀ, Pᵀ dO,
-    /// dSᵀ Q, and the dQ kernel's QKᵀ, dO Vᵀ, dS K, in place of one kernel's QKᵀ, dO Vᵀ, Pᵀ dO,
-    /// dSᵀ Q, dS K), about 7/5 of the tensor-core work; in exchange the workspace holds no dQ
-    /// accumulator ([`FlashAttention::backward_workspace_len`] is `2 · rows` instead of
-    /// `(2 + bucket) · rows`) and no conversion runs.
+    /// Bit-identical results run to run, at every head dim. Two schedules compute dQ:
+    /// - *atomic*: the main kernel adds each key block's `dS K` into an f32 accumulator with
+    ///   atomics (the order of the additions, hence the last bits of dQ, vary run to run), and
+    ///   a conversion writes dQ; 5 matrix products per (query tile, key tile) pair;
+    /// - *separate*: the main kernel computes dK and dV only, and a query-major kernel
+    ///   recomputes S and dP to form dQ as a sum in a fixed order: 7 products per pair (the
+    ///   main kernel's QKᵀ, dO Vᵀ, Pᵀ dO, dSᵀ Q and the dQ kernel's QKᵀ, dO Vᵀ, dS K), no atomics,
+    ///   no accumulator in the workspace.
+    ///
+    /// The deterministic mode always runs the separate schedule. The default mode runs the
+    /// atomic one only at head dims up to 64 (buckets 32 and 64) and the separate one above,
+    /// where it measured faster on the H100 despite its extra work (the atomics and the dQ
+    /// product cost the main kernel more than the second kernel costs; see
+    /// docs/performance-notes.md): there the default mode is deterministic too, and determinism
+    /// costs nothing. At head dims up to 64 it costs 2 extra products per pair, which measured
+    /// within ±5% of the atomic schedule. [`FlashAttention::backward_workspace_len`] is
+    /// `2 · rows` for the separate schedule and `(2 + bucket) · rows` for the atomic one.
     pub deterministic: bool,
     /// Force a tile class (tests, tuning); default: the first of [`BackwardTile::ALL`] whose
     /// kernels fit the GPU's shared memory.
@@ -124,7 +132,8 @@ impl FlashAttention {
             _ => return Err(Error::invalid("head_dim", "1..=256", head_dim)),
         };
         let shape = [batch, heads_q, seqlen_q];
-        Ok(workspace_layout(batch, heads_q, seqlen_q, bucket, options.deterministic, "seqlen_q", &shape)?.1)
+        let dq_kernel = options.deterministic || !rustflash_abi::default_atomic_dq(bucket);
+        Ok(workspace_layout(batch, heads_q, seqlen_q, bucket, dq_kernel, "seqlen_q", &shape)?.1)
     }
 
     /// Backward attention: the gradients `dq`, `dk`, `dv` of `out = softmax(scale · q kᵀ + mask) v`
@@ -146,11 +155,11 @@ impl FlashAttention {
     /// - Empty problems are valid: batch or heads_q 0 launches nothing; seqlen_q 0 writes
     ///   dK = dV = 0; seqlen_k 0 writes dQ = 0.
     ///
-    /// Up to three launches on `stream` (pre-pass, main kernel, then the dQ conversion or, in
-    /// the deterministic mode, the dQ kernel: [`BackwardPlan::launches`]), with no host
-    /// synchronisation and no allocation. The default mode's dQ is accumulated with f32
-    /// atomics, so its last bits vary run to run; [`BackwardOptions::deterministic`] makes
-    /// every output bit-identical, at about 7/5 of the tensor-core work.
+    /// Up to three launches on `stream` (pre-pass, main kernel, then the dQ conversion or the
+    /// dQ kernel: [`BackwardPlan::launches`]), with no host synchronisation and no allocation.
+    /// At head dims up to 64 the default mode accumulates dQ with f32 atomics, so its last bits
+    /// vary run to run; [`BackwardOptions::deterministic`] makes every output bit-identical
+    /// (see it for the two schedules and their cost).
     ///
     /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument at
     /// fault (`q`, `k`, `v`, `out`, `lse`, `dout`, `dq`, `dk`, `dv`, `workspace`, `stream`,

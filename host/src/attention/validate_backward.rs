@@ -106,7 +106,7 @@ pub struct BackwardPlan {
     pub params: BackwardParams,
     /// The configuration row: the four kernels, their tiles, threads and shared memory.
     pub config: &'static BackwardConfig,
-    /// The workspace's layout (its `accum_cols` is 0 in the deterministic mode).
+    /// The workspace's layout (its `accum_cols` is 0 when dQ has its own kernel).
     pub workspace: BackwardWorkspace,
     /// f32 elements of the workspace the launches use: `workspace.len()`.
     pub workspace_len: usize,
@@ -197,10 +197,12 @@ impl BackwardPlan {
         }
 
         let config = dispatch::select_backward(T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
+        // dQ in the separate kernel: always when deterministic, and where it is the faster
+        // schedule.
+        let dq_kernel = options.deterministic || !rustflash_abi::default_atomic_dq(bucket);
         let align = BackwardWorkspace::ROW_ALIGN;
         let (padded_q, padded_k) = p.padded_lengths(align, align, &q.shape, &k.shape)?;
-        let (workspace, workspace_len) =
-            workspace_layout(b, hq, sq, bucket, options.deterministic, "q", &q.shape)?;
+        let (workspace, workspace_len) = workspace_layout(b, hq, sq, bucket, dq_kernel, "q", &q.shape)?;
         let row_blocks = grid("q", [workspace.rows / ROWS_PER_ROW_BLOCK, 1, 1], &q.shape, || {
             format!(
                 "batch · heads_q · seqlen_q rounded up to {align}, over {ROWS_PER_ROW_BLOCK} rows a block,"
@@ -212,7 +214,7 @@ impl BackwardPlan {
             grid("k", [b, hkv, n_blocks], &k.shape, || format!("batch · heads_kv · ⌈seqlen_k / {bn}⌉"))?;
         let m_blocks = sq.div_ceil(bm);
         let dq_m_blocks = sq.div_ceil(dq_bm);
-        let dq_blocks = if options.deterministic {
+        let dq_blocks = if dq_kernel {
             grid("q", [b, hq, dq_m_blocks], &q.shape, || format!("batch · heads_q · ⌈seqlen_q / {dq_bm}⌉"))?
         } else {
             0
@@ -301,7 +303,7 @@ impl BackwardPlan {
             dv_strides: vdv.strides3(),
             lse_log2: at(lse_at)?,
             delta: at(delta_at)?,
-            dq_accum: if options.deterministic { 0 } else { at(accum_at)? },
+            dq_accum: if dq_kernel { 0 } else { at(accum_at)? },
             seqlen_q_rounded: workspace.seqlen_q_rounded as u32,
             accum_cols: bucket as u32,
             num_n_blocks: n_blocks as u32,
@@ -326,7 +328,7 @@ impl BackwardPlan {
             shared_bytes: config.shared_bytes() as u32,
             num_m_blocks: m_blocks as u32,
         });
-        let dq = if options.deterministic {
+        let dq = if dq_kernel {
             (dq_blocks > 0).then_some(BackwardLaunch {
                 kernel: BackwardKernel::Dq,
                 name: config.dq_name,
@@ -351,11 +353,12 @@ pub(crate) fn workspace_layout(
     heads_q: usize,
     seqlen_q: usize,
     bucket: usize,
-    deterministic: bool,
+    dq_kernel: bool,
     argument: &'static str,
     shape: &[usize],
 ) -> Result<(BackwardWorkspace, usize)> {
-    let accum_cols = if deterministic { 0 } else { bucket };
+    // The accumulator exists only for the atomic schedule.
+    let accum_cols = if dq_kernel { 0 } else { bucket };
     if batch == 0 || heads_q == 0 || seqlen_q == 0 {
         let empty = BackwardWorkspace { seqlen_q_rounded: 0, rows: 0, accum_cols };
         return Ok((empty, 0));
@@ -616,8 +619,9 @@ mod tests {
 
     #[test]
     fn workspace_errors() {
-        let a = call(1, 100, 50, 2, 2, 128);
-        let need = 2 * 128 * (2 + 128);
+        // Head dim 64: the default mode's atomic schedule, with its accumulator.
+        let a = call(1, 100, 50, 2, 2, 64);
+        let need = 2 * 128 * (2 + 64);
         // Too small, by one element.
         let mut s = a;
         s.workspace.layout = Layout::contiguous([need - 1]);
