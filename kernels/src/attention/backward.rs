@@ -2,8 +2,9 @@
 //! `BN` keys of one (batch, K/V head) and walks the query tiles of every query head of its
 //! group, recomputing `P` from Q, K and the saved LSE, so no `seqlen_q x seqlen_k` buffer exists.
 //! dK and dV stay in registers for the whole walk (a GQA group's sum included); dQ, which every
-//! key block contributes to, is added into an f32 accumulator with atomics (default mode) or left
-//! to the query-major dQ kernel ([`super::backward_dq`], deterministic mode).
+//! key block contributes to, is added into an f32 accumulator with atomics (the atomic schedule)
+//! or left to the query-major dQ kernel ([`super::backward_dq`], the separate schedule: the
+//! deterministic mode, and the default mode above head dim 64).
 //!
 //! Warps form a `WN x WD` grid: warp `(n, d)` owns keys `16 n .. 16 n + 16` and dK/dV columns
 //! `d · D / WD ..`; for `Sᵀ` and `dPᵀ` it takes the tile's query columns `d · BM / WD ..`. With

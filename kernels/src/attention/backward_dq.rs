@@ -1,8 +1,10 @@
-//! The deterministic mode's dQ kernel: a block owns `BM` query rows of one (batch, head), as the
-//! forward does, and walks the key tiles its rows see, recomputing `P` and `dP` to sum
-//! `dQ = scale · Σ_j dS_j K_j` in registers in a fixed order: no atomics, bit-identical results
-//! from run to run. It costs three more tile products per (query, key) tile pair than the
-//! atomic path's one (`S`, `dP` again, then `dS K`); see docs/architecture.md.
+//! The separate schedule's dQ kernel (the deterministic mode, and the default mode above head
+//! dim 64): a block owns `BM` query rows of one (batch, head), as the forward does, and walks the
+//! key tiles its rows see, recomputing `P` and `dP` to sum `dQ = scale · Σ_j dS_j K_j` in
+//! registers in a fixed order: no atomics, bit-identical results from run to run. Per (query,
+//! key) tile pair it does three tile products (`S`, `dP` again, then `dS K`) where the atomic
+//! schedule does one (`dS K` in the main kernel): 7 in all instead of 5; see
+//! docs/architecture.md.
 //!
 //! ```text
 //!   wait K_j, V_j, barrier | S = Q K_jᵀ, mask, P = 2^(S c − lse₂), dP = dO V_jᵀ, dS
