@@ -30,7 +30,7 @@ use super::epilogue::{self, GlobalRows};
 use super::mainloop;
 use super::mask::Mask;
 use super::smem_tile::SmemTile;
-use super::tile_load::{GlobalTile, load_tile};
+use super::tile_load::load_tile;
 use super::warp_mma::{KMajor, MnMajor, Origin, WarpMma};
 use crate::element::Element;
 use crate::primitives::cp_async::{commit_group, cp_async, wait_group};
@@ -268,12 +268,7 @@ unsafe fn load_query_tile<T: Element, const D: usize, const BM: usize, const THR
     tile: &BlockInfo,
 ) {
     let f = &p.fwd;
-    let rows = |base: u64, strides: &[u64; 3]| GlobalTile {
-        src: tile.query_rows::<T>(base, strides),
-        row_stride: T::BYTES as u64 * strides[1],
-        rows_valid: tile.rows,
-        cols_valid: f.head_dim,
-    };
+    let rows = |base: u64, strides: &[u64; 3]| tile.query_tile::<T>(base, strides, f.head_dim);
     // SAFETY: forwarded.
     unsafe {
         load_tile::<BM, D, THREADS>(tiles.q, rows(f.q, &f.q_strides), f.load_bytes);

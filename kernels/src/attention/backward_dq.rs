@@ -17,7 +17,7 @@ use super::epilogue::{self, GlobalRows};
 use super::mainloop::{from_rows, to_rows};
 use super::mask::Mask;
 use super::smem_tile::SmemTile;
-use super::tile_load::{GlobalTile, load_tile};
+use super::tile_load::load_tile;
 use super::warp_mma::{KMajor, MnMajor, Origin, WarpMma};
 use crate::element::Element;
 use crate::primitives::cp_async::{commit_group, wait_group};
@@ -86,12 +86,7 @@ pub unsafe fn backward_dq<
     let delta = [stat(p.delta, row0), stat(p.delta, row0 + 8)];
 
     if key_tiles > 0 {
-        let rows = |base: u64, strides: &[u64; 3]| GlobalTile {
-            src: block.query_rows::<T>(base, strides),
-            row_stride: T::BYTES as u64 * strides[1],
-            rows_valid: block.rows,
-            cols_valid: f.head_dim,
-        };
+        let rows = |base: u64, strides: &[u64; 3]| block.query_tile::<T>(base, strides, f.head_dim);
         // SAFETY: the block's rows and the last needed key tile are readable; nothing reads the
         // tiles before the first step's barrier.
         unsafe {

@@ -6,6 +6,8 @@
 
 #[cfg(target_feature = "sm_80")]
 use super::kv_source::KvSource;
+#[cfg(target_feature = "sm_80")]
+use super::tile_load::GlobalTile;
 use crate::element::Element;
 use rustflash_abi::ForwardParams;
 
@@ -55,10 +57,17 @@ impl BlockInfo {
         Self::at::<T>(base, strides, self.batch, self.m0, self.head) as *mut u8
     }
 
-    /// Key `key` of the block's K/V head in a K-shaped tensor of `T` at `base` (K, V, dK, dV).
+    /// The block's rows of a Q-shaped tensor of `T` at `base` (Q, dO), `cols` elements each, as
+    /// the tile loads take them.
+    #[cfg(target_feature = "sm_80")]
     #[inline(always)]
-    pub fn key_rows<T: Element>(&self, base: u64, strides: &[u64; 3], key: u32) -> *mut u8 {
-        Self::at::<T>(base, strides, self.batch, key, self.kv_head) as *mut u8
+    pub fn query_tile<T: Element>(&self, base: u64, strides: &[u64; 3], cols: u32) -> GlobalTile {
+        GlobalTile {
+            src: self.query_rows::<T>(base, strides),
+            row_stride: T::BYTES as u64 * strides[1],
+            rows_valid: self.rows,
+            cols_valid: cols,
+        }
     }
 
     /// Index of the block's first query row in the backward workspace's row arrays
@@ -73,12 +82,6 @@ impl BlockInfo {
     fn at<T: Element>(base: u64, strides: &[u64; 3], batch: u32, seq: u32, head: u32) -> u64 {
         base + T::BYTES as u64
             * (batch as u64 * strides[0] + seq as u64 * strides[1] + head as u64 * strides[2])
-    }
-
-    /// The block's first query row of Q.
-    #[inline(always)]
-    pub fn q_rows<T: Element>(&self, p: &ForwardParams) -> *const u8 {
-        self.query_rows::<T>(p.q, &p.q_strides)
     }
 
     /// The block's first query row of O.

@@ -6,7 +6,7 @@ use super::epilogue::{self, GlobalRows};
 use super::mainloop::{self, Operands};
 use super::mask::Mask;
 use super::smem_tile::SmemTile;
-use super::tile_load::{GlobalTile, load_tile};
+use super::tile_load::load_tile;
 use super::warp_mma::WarpMma;
 use crate::element::Element;
 use crate::primitives::cp_async::{commit_group, wait_group};
@@ -60,12 +60,7 @@ pub unsafe fn forward<
     // rows with no barrier, which a copy still in flight would race with.
     let scale = p.scale_log2.abs().max(f32::MIN_POSITIVE);
     if key_tiles > 0 {
-        let q = GlobalTile {
-            src: block.q_rows::<T>(p),
-            row_stride: T::BYTES as u64 * p.q_strides[1],
-            rows_valid: block.rows,
-            cols_valid: p.head_dim,
-        };
+        let q = block.query_tile::<T>(p.q, &p.q_strides, p.head_dim);
         // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's
         // first barrier.
         unsafe { load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
