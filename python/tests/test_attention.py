@@ -1,0 +1,190 @@
+"""rustflash's FlashAttention interface on a GPU against attention computed by PyTorch in
+float64, with the project's criterion: per tensor, max|ours − ref| <= k · max|plain − ref| +
+slack, k = 2 for the output and 3 for gradients, where *plain* is attention in the dtype as a
+straightforward implementation rounds it (S accumulated in f32 and rounded, softmax in f32 with
+P rounded, O = P V accumulated in f32 and rounded; gradients through the same roundings), and
+the slack a few units in the last place of max|ref|. Skipped without PyTorch or a CUDA GPU."""
+
+import math
+
+import pytest
+
+from conftest import gpu_or_skip
+
+DTYPES = ["float16", "bfloat16"]
+HEAD_DIMS = [1, 32, 59, 64, 100, 128, 256]
+SEQLENS = [(1, 1), (113, 203), (256, 256), (300, 1), (1, 300)]
+
+
+def _attention(q, k, v, scale, causal, rounded_to=None):
+    """Attention of (batch, seqlen, heads, headdim) tensors computed in float32/64 by PyTorch;
+    with `rounded_to`, S, P and O are rounded to that dtype as plain attention does."""
+    torch = gpu_or_skip()
+    group = q.shape[2] // k.shape[2]
+    k = k.repeat_interleave(group, dim=2)
+    v = v.repeat_interleave(group, dim=2)
+    r = (lambda x: x.to(rounded_to).to(x.dtype)) if rounded_to is not None else (lambda x: x)
+    s = r(torch.einsum("bqhd,bkhd->bhqk", q, k)) * scale
+    sq, sk = q.shape[1], k.shape[1]
+    if causal:
+        i = torch.arange(sq, device=q.device)[:, None]
+        j = torch.arange(sk, device=q.device)[None, :]
+        s = s.masked_fill(j > i + sk - sq, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows that see no key: zeros
+    return r(torch.einsum("bhqk,bkhd->bqhd", r(p), v))
+
+
+def _ulp(dtype_name, magnitude):
+    mantissa = {"float16": 10, "bfloat16": 7}[dtype_name]
+    return 4 * max(magnitude, 1e-30) * 2.0 ** (-mantissa)
+
+
+def _check(name, ours, ref, plain, factor, dtype_name):
+    err = (ours.double() - ref).abs().max().item()
+    bound = factor * (plain.double() - ref).abs().max().item() + _ulp(dtype_name, ref.abs().max().item())
+    ratio = err / bound if bound > 0 else (0.0 if err == 0 else math.inf)
+    print(f"ratio {name}={ratio:.3f}")
+    assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e}"
+
+
+def _case(torch, dtype_name, b, sq, sk, hq, hkv, d, causal, seed, packed=False):
+    import rustflash
+
+    torch.manual_seed(seed)
+    dtype = getattr(torch, dtype_name)
+    dev = "cuda"
+    if packed:
+        qkv = torch.randn(b, sq, 3, hq, d, device=dev, dtype=dtype, requires_grad=True)
+        leaves = (qkv,)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = rustflash.flash_attn_qkvpacked_func(qkv, causal=causal)
+    else:
+        q = torch.randn(b, sq, hq, d, device=dev, dtype=dtype, requires_grad=True)
+        k = torch.randn(b, sk, hkv, d, device=dev, dtype=dtype, requires_grad=True)
+        v = torch.randn(b, sk, hkv, d, device=dev, dtype=dtype, requires_grad=True)
+        leaves = (q, k, v)
+        out = rustflash.flash_attn_func(q, k, v, causal=causal)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, dout)
+    scale = 1.0 / math.sqrt(d)
+
+    def reference(precision, rounded_to):
+        xs = [x.detach().to(precision).requires_grad_() for x in leaves]
+        if packed:
+            qq, kk, vv = xs[0][:, :, 0], xs[0][:, :, 1], xs[0][:, :, 2]
+        else:
+            qq, kk, vv = xs
+        o = _attention(qq, kk, vv, scale, causal, rounded_to)
+        g = torch.autograd.grad(o, xs, dout.to(precision))
+        if rounded_to is not None:
+            g = [t.to(rounded_to).to(precision) for t in g]
+        return o, g
+
+    o_ref, g_ref = reference(torch.float64, None)
+    o_plain, g_plain = reference(torch.float32, dtype)
+    _check("O", out, o_ref, o_plain, 2, dtype_name)
+    names = ["dqkv"] if packed else ["dQ", "dK", "dV"]
+    for name, g, gr, gp in zip(names, grads, g_ref, g_plain):
+        _check(name, g, gr, gp, 3, dtype_name)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPES)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("sq,sk", SEQLENS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_and_gradients(torch_gpu, seed, dtype_name, d, sq, sk, causal):
+    _case(torch_gpu, dtype_name, 2, sq, sk, 4, 4, d, causal, seed)
+
+
+@pytest.mark.parametrize("hkv", [1, 2])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gqa(torch_gpu, seed, hkv, causal):
+    _case(torch_gpu, "float16", 2, 130, 70, 8, hkv, 64, causal, seed)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_qkvpacked(torch_gpu, seed, causal):
+    _case(torch_gpu, "bfloat16", 2, 200, 200, 4, 4, 96, causal, seed, packed=True)
+
+
+def test_kvpacked_matches_unpacked(torch_gpu, seed):
+    import rustflash
+
+    torch = torch_gpu
+    torch.manual_seed(seed)
+    q = torch.randn(2, 100, 4, 64, device="cuda", dtype=torch.float16)
+    kv = torch.randn(2, 150, 2, 2, 64, device="cuda", dtype=torch.float16)
+    a = rustflash.flash_attn_kvpacked_func(q, kv, causal=True)
+    b = rustflash.flash_attn_func(q, kv[:, :, 0].contiguous(), kv[:, :, 1].contiguous(), causal=True)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_deterministic_is_bitwise(torch_gpu, seed, d):
+    import rustflash
+
+    torch = torch_gpu
+    torch.manual_seed(seed)
+    q, k, v = (torch.randn(2, 300, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    dout = torch.randn(2, 300, 4, d, device="cuda", dtype=torch.bfloat16)
+    runs = []
+    for _ in range(2):
+        out = rustflash.flash_attn_func(q, k, v, causal=True, deterministic=True)
+        runs.append(torch.autograd.grad(out, (q, k, v), dout))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_cuda_graph_capture_and_replay(torch_gpu):
+    import rustflash
+
+    torch = torch_gpu
+    q, k, v = (torch.randn(2, 256, 4, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    rustflash.flash_attn_func(q, k, v)  # loads the kernels outside the capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = rustflash.flash_attn_func(q, k, v)
+    q.copy_(torch.randn_like(q))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, rustflash.flash_attn_func(q, k, v))
+
+
+def test_torch_compile_fullgraph(torch_gpu):
+    import rustflash
+
+    torch = torch_gpu
+
+    @torch.compile(fullgraph=True)
+    def f(q, k, v):
+        return rustflash.flash_attn_func(q, k, v, causal=True).sum()
+
+    q, k, v = (torch.randn(1, 128, 2, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
+    f(q, k, v).backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_errors_name_the_argument(torch_gpu):
+    import rustflash
+
+    torch = torch_gpu
+    q = torch.randn(1, 8, 2, 16, device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="q is on cpu"):
+        rustflash.flash_attn_func(q.cpu(), q, q)
+    with pytest.raises(ValueError, match="k has dtype torch.bfloat16"):
+        rustflash.flash_attn_func(q, q.bfloat16(), q)
+    with pytest.raises(ValueError, match="float32"):
+        rustflash.flash_attn_func(q.float(), q.float(), q.float())
+    with pytest.raises(ValueError, match="3 dimensions"):
+        rustflash.flash_attn_func(q[0], q, q)
+    with pytest.raises(ValueError, match="dropout_p"):
+        rustflash.flash_attn_func(q, q, q, dropout_p=0.1)
+    with pytest.raises(ValueError, match="window_size"):
+        rustflash.flash_attn_func(q, q, q, window_size=(4, 0))
+    with pytest.raises(ValueError, match="return_attn_probs"):
+        rustflash.flash_attn_func(q, q, q, return_attn_probs=True)
+    # A shape error from the library itself: heads_q not a multiple of heads_kv.
+    k = torch.randn(1, 8, 3, 16, device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="heads_kv"):
+        rustflash.flash_attn_func(q, k, k)
