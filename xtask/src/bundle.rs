@@ -39,6 +39,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
 
+    bundle_python(&root, &out.join("python"))?;
+
     let script = out.join("run.sh");
     std::fs::write(&script, RUN_SH).map_err(|e| format!("{}: {e}", script.display()))?;
     make_executable(&script)?;
@@ -49,6 +51,41 @@ pub fn run(args: &[String]) -> Result<(), String> {
         size as f64 / 1e6,
         out.display()
     );
+    Ok(())
+}
+
+/// The Python package's wheel (built by maturin, stripped) and its tests, for `run.sh python`
+/// on a host that has PyTorch but no Rust; skipped, with a note, where maturin is missing.
+fn bundle_python(root: &Path, dest: &Path) -> Result<(), String> {
+    let maturin = |args: &[&str]| {
+        std::process::Command::new("python3")
+            .args(["-m", "maturin"])
+            .args(args)
+            .current_dir(root.join("python"))
+            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+            .status()
+    };
+    if !maturin(&["--version"]).is_ok_and(|s| s.success()) {
+        println!("no maturin (python3 -m pip install maturin): the Python package is not bundled");
+        return Ok(());
+    }
+    let wheels = dest.join("wheels");
+    std::fs::create_dir_all(&wheels).map_err(|e| format!("{}: {e}", wheels.display()))?;
+    let wheels_arg = wheels.to_string_lossy().into_owned();
+    if !maturin(&["build", "--release", "-o", &wheels_arg]).is_ok_and(|s| s.success()) {
+        return Err("building the Python wheel failed".into());
+    }
+    let tests = dest.join("tests");
+    std::fs::create_dir_all(&tests).map_err(|e| format!("{}: {e}", tests.display()))?;
+    let src = root.join("python/tests");
+    for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|x| x == "py") {
+            let to = tests.join(path.file_name().unwrap_or_default());
+            std::fs::copy(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    println!("bundled the Python wheel and its tests");
     Ok(())
 }
 

@@ -6,12 +6,15 @@
 #   run.sh bench [--out DIR] [rustflash-bench arguments: --full, --pass backward, --dtype f16,
 #                 --max-minutes 8.5, ...]   (forward, backward and forward+backward unless --pass)
 #   run.sh startup [--out DIR]
+#   run.sh python [--out DIR] [pytest arguments]
 #
 # quick: the quick tier (a few minutes at most); full: everything. --sanitize: afterwards, run the
 # trials marked for it under compute-sanitizer (memcheck, racecheck). --only runs one test binary
 # (bin/NAME). startup: the time a fresh process waits for its first forward result, twice with an
 # empty driver JIT cache (CUDA_CACHE_PATH a new empty folder each time), then twice with the cache
-# the second run filled. The archive goes to --out,
+# the second run filled. python: installs the bundled wheel (no dependencies: the host's PyTorch
+# is used) into a fresh virtual environment that sees the host's packages, and runs its pytest
+# suite there. The archive goes to --out,
 # else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +30,21 @@ if [ "${1:-}" = bench ]; then
   "$here/rustflash-bench" --out "$out" "$@" 2> "$out/bench.log"
   rc=$?
   tail -5 "$out/bench.log"
+  exit $rc
+fi
+if [ "${1:-}" = python ]; then
+  shift
+  if [ "${1:-}" = --out ]; then out=$2; shift 2; fi
+  mkdir -p "$out"
+  [ -d "$here/python/wheels" ] || { echo "no Python wheel in this bundle (maturin was missing)" >&2; exit 2; }
+  venv=$(mktemp -d)
+  python3 -m venv --system-site-packages "$venv" &&
+    "$venv/bin/python" -m pip install -q --no-deps --no-index "$here"/python/wheels/rustflash-*.whl || exit 1
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
+  # From outside the bundle, so that the installed package is the one imported.
+  (cd "$venv" && REQUIRE_GPU=1 "$venv/bin/python" -m pytest -q -rs "$here/python/tests" "$@") > "$out/pytest.log" 2>&1
+  rc=$?
+  tail -15 "$out/pytest.log"
   exit $rc
 fi
 if [ "${1:-}" = startup ]; then

@@ -21,8 +21,9 @@ tasks:
   ptx --sass KERNEL [--arch A]  print the machine code of KERNEL (cuobjdump), default arch sm_90a
   bundle [--out DIR]            release test binaries and PTX in one folder (default bundle/) with
                                 run.sh [quick|full] [--sanitize], run.sh bench, run.sh startup
-                                (start-up time, cold and warm driver JIT cache), for a GPU host
-                                without Rust
+                                (start-up time, cold and warm driver JIT cache), and, with
+                                maturin installed, the Python wheel and its tests (run.sh python),
+                                for a GPU host without Rust
   bench [--full] [FILTERS]      rustflash against naive attention and PyTorch SDPA on this GPU,
                                 forward, backward (default and deterministic mode) and forward+
                                 backward; writes bench-results/<date>-<gpu>-<mode>.json and .md,
