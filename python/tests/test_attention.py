@@ -152,13 +152,13 @@ def test_cuda_graph_capture_and_replay(torch_gpu):
 
 
 def test_torch_compile_fullgraph(torch_gpu):
-    import rustflash
+    from rustflash.flash_attn_interface import flash_attn_func
 
     torch = torch_gpu
 
     @torch.compile(fullgraph=True)
     def f(q, k, v):
-        return rustflash.flash_attn_func(q, k, v, causal=True).sum()
+        return flash_attn_func(q, k, v, causal=True).sum()
 
     q, k, v = (torch.randn(1, 128, 2, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
     f(q, k, v).backward()
