@@ -18,7 +18,18 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
             "rustflash: attention_mask with padding is not supported (no variable-length attention yet); "
             "use unpadded batches"
         )
-    causal = kwargs.get("is_causal", getattr(module, "is_causal", True))
+    # What transformers may ask for that rustflash cannot do yet: refused, never ignored.
+    if kwargs.get("sliding_window") is not None:
+        raise ValueError("rustflash: sliding_window is not supported")
+    if kwargs.get("softcap") not in (None, 0, 0.0):
+        raise ValueError("rustflash: softcap is not supported")
+    if kwargs.get("s_aux") is not None:
+        raise ValueError("rustflash: attention sinks (s_aux) are not supported")
+    if kwargs.get("cu_seq_lens_q") is not None or kwargs.get("cu_seq_lens_k") is not None:
+        raise ValueError("rustflash: packed sequences (cu_seq_lens) are not supported")
+    causal = kwargs.get("is_causal")
+    if causal is None:
+        causal = getattr(module, "is_causal", True)
     # transformers hands (batch, heads, seqlen, headdim) views; FlashAttention's layout is
     # (batch, seqlen, heads, headdim): the transposed views are used in place.
     out = flash_attn_func(
@@ -34,7 +45,9 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
 
 def register_transformers(name: str = "rustflash") -> None:
     """Registers rustflash with transformers' `AttentionInterface` (and its mask interface, so
-    that unpadded batches get no mask) under `name`."""
+    that unpadded batches get no mask) under `name`. (transformers 5 treats names containing
+    "flash" as its own FlashAttention in `from_pretrained(attn_implementation=...)`; pass another
+    `name` there if it does.)"""
     from transformers import AttentionInterface
 
     AttentionInterface.register(name, _attention)

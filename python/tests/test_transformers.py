@@ -25,7 +25,9 @@ def _model(torch, transformers, implementation):
 
 def test_llama_matches_sdpa():
     torch = gpu_or_skip()
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    transformers = pytest.importorskip(
+        "transformers", minversion="4.53", reason="transformers 4.53 or newer (its mask interface) is not installed"
+    )
     import rustflash
 
     rustflash.register_transformers()

@@ -13,12 +13,14 @@
 # (bin/NAME). startup: the time a fresh process waits for its first forward result, twice with an
 # empty driver JIT cache (CUDA_CACHE_PATH a new empty folder each time), then twice with the cache
 # the second run filled. python: installs the bundled wheel (no dependencies: the host's PyTorch
-# is used) into a fresh virtual environment that sees the host's packages, and runs its pytest
-# suite there. The archive goes to --out,
+# is used) into a folder on PYTHONPATH for $PYTHON (default python3) and runs its pytest suite. The archive goes to --out,
 # else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tier=quick sanitize=0 only='*' out=${OUT:-$here/out}
+# Python keeps the caller's library path: the system folder below can shadow the interpreter's
+# own libpython (a pyenv or conda Python then loses its site-packages).
+python_ld_path=${LD_LIBRARY_PATH-}
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/cuda/lib64
 
 if [ "${1:-}" = bench ]; then
@@ -37,12 +39,16 @@ if [ "${1:-}" = python ]; then
   if [ "${1:-}" = --out ]; then out=$2; shift 2; fi
   mkdir -p "$out"
   [ -d "$here/python/wheels" ] || { echo "no Python wheel in this bundle (maturin was missing)" >&2; exit 2; }
-  venv=$(mktemp -d)
-  python3 -m venv --system-site-packages "$venv" &&
-    "$venv/bin/python" -m pip install -q --no-deps --no-index "$here"/python/wheels/rustflash-*.whl || exit 1
+  # The interpreter that has PyTorch: PYTHON, else python3. The wheel goes into a folder of its
+  # own on PYTHONPATH (no venv: ensurepip is often missing on GPU images).
+  py=${PYTHON:-python3}
+  export LD_LIBRARY_PATH=$python_ld_path
+  site=$(mktemp -d)
+  "$py" -m pip install -q --no-deps --no-index --target "$site" "$here"/python/wheels/rustflash-*.whl || exit 1
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
   # From outside the bundle, so that the installed package is the one imported.
-  (cd "$venv" && REQUIRE_GPU=1 "$venv/bin/python" -m pytest -q -rs "$here/python/tests" "$@") > "$out/pytest.log" 2>&1
+  (cd "$site" && PYTHONPATH="$site" REQUIRE_GPU=1 "$py" -m pytest -q -rs -p no:cacheprovider "$here/python/tests" "$@") \
+    > "$out/pytest.log" 2>&1
   rc=$?
   tail -15 "$out/pytest.log"
   exit $rc
