@@ -3,7 +3,7 @@
 //! stored).
 
 use super::forward::{FlashAttention, ForwardOptions};
-use super::validate_backward::{BackwardLens, BackwardPlan, workspace_layout};
+use super::validate_backward::{BackwardLens, BackwardPlan, dq_in_own_kernel, workspace_layout};
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
 use crate::{Element, KernelPath};
@@ -116,7 +116,8 @@ impl FlashAttention {
     /// (`seqlen_q` rounded up to [`BackwardWorkspace::ROW_ALIGN`](crate::BackwardWorkspace::ROW_ALIGN)
     /// = 128) and `bucket` the head dim rounded up to the next kernel bucket (a multiple of 32).
     /// The layout is [`BackwardWorkspace`](crate::BackwardWorkspace)'s: per row the LSE in base 2
-    /// and `delta = rowsum(dO ∘ O)`, then (default mode) the f32 dQ accumulator.
+    /// and `delta = rowsum(dO ∘ O)`, then (the atomic schedule only, see
+    /// [`BackwardOptions::deterministic`]) the f32 dQ accumulator.
     ///
     /// Only `options.deterministic` matters of the options. Errors: [`Error::InvalidArgument`]
     /// naming `head_dim` outside 1..=256, or `seqlen_q` if the length overflows `usize`.
@@ -127,12 +128,11 @@ impl FlashAttention {
         head_dim: usize,
         options: &BackwardOptions,
     ) -> Result<usize> {
-        let bucket = match super::dispatch::bucket(head_dim) {
-            Some(bucket) if head_dim >= 1 => bucket,
-            _ => return Err(Error::invalid("head_dim", "1..=256", head_dim)),
+        let Some(bucket) = super::dispatch::bucket(head_dim) else {
+            return Err(Error::invalid("head_dim", "1..=256", head_dim));
         };
         let shape = [batch, heads_q, seqlen_q];
-        let dq_kernel = options.deterministic || !rustflash_abi::default_atomic_dq(bucket);
+        let dq_kernel = dq_in_own_kernel(options, bucket);
         Ok(workspace_layout(batch, heads_q, seqlen_q, bucket, dq_kernel, "seqlen_q", &shape)?.1)
     }
 

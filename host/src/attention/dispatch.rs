@@ -7,8 +7,12 @@ use rustflash_abi::{
     BACKWARD_CONFIGS, BackwardConfig, BackwardTile, Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile,
 };
 
-/// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it.
+/// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it; `None`
+/// outside 1..=256.
 pub fn bucket(head_dim: usize) -> Option<usize> {
+    if head_dim == 0 {
+        return None;
+    }
     FORWARD_CONFIGS.iter().map(|c| c.head_dim).filter(|&b| b >= head_dim).min()
 }
 
@@ -123,6 +127,7 @@ mod tests {
 
     #[test]
     fn buckets_round_up() {
+        assert_eq!(bucket(0), None);
         assert_eq!(bucket(1), Some(32));
         assert_eq!(bucket(59), Some(64));
         assert_eq!(bucket(128), Some(128));

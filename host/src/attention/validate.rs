@@ -373,9 +373,8 @@ impl Problem {
     ) -> Result<Problem> {
         let [b, sq, hq, d] = q.shape;
         let [bk, sk, hkv, dk] = k.shape;
-        let bucket = match dispatch::bucket(d) {
-            Some(bucket) if d >= 1 => bucket,
-            _ => return Err(Error::invalid("q", "head dim 1..=256", format!("shape {:?}", q.shape))),
+        let Some(bucket) = dispatch::bucket(d) else {
+            return Err(Error::invalid("q", "head dim 1..=256", format!("shape {:?}", q.shape)));
         };
         if bk != b || dk != d {
             return Err(Error::invalid(

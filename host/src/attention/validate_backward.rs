@@ -197,9 +197,7 @@ impl BackwardPlan {
         }
 
         let config = dispatch::select_backward(T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
-        // dQ in the separate kernel: always when deterministic, and where it is the faster
-        // schedule.
-        let dq_kernel = options.deterministic || !rustflash_abi::default_atomic_dq(bucket);
+        let dq_kernel = dq_in_own_kernel(options, bucket);
         let align = BackwardWorkspace::ROW_ALIGN;
         let (padded_q, padded_k) = p.padded_lengths(align, align, &q.shape, &k.shape)?;
         let (workspace, workspace_len) = workspace_layout(b, hq, sq, bucket, dq_kernel, "q", &q.shape)?;
@@ -343,6 +341,12 @@ impl BackwardPlan {
         let plan = BackwardPlan { params, config, workspace, workspace_len, launches: [pre, main, dq] };
         Ok(plan.launches().next().is_some().then_some(plan))
     }
+}
+
+/// Whether dQ is computed by its own kernel (no accumulator): always when deterministic, and
+/// where that schedule is the faster one (`default_atomic_dq`).
+pub(crate) fn dq_in_own_kernel(options: &BackwardOptions, bucket: usize) -> bool {
+    options.deterministic || !rustflash_abi::default_atomic_dq(bucket)
 }
 
 /// The workspace of a backward of `batch · heads_q` rows of `seqlen_q` queries at head-dim
