@@ -34,14 +34,14 @@ def _unsupported(dropout_p, window_size, softcap, alibi_slopes, return_attn_prob
         raise ValueError("rustflash: return_attn_probs=True is not supported (the probabilities are never formed)")
 
 
-def _attention(q, k, v, softmax_scale, causal, deterministic):
+def _attention(q, k, v, softmax_scale, causal, deterministic) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`(out, softmax_lse)` after checking the three operands."""
     _ops.check("q", q, None, None, 4)
     _ops.check("k", k, q.device, q.dtype, 4)
     _ops.check("v", v, q.device, q.dtype, 4)
     if softmax_scale is not None:
         softmax_scale = float(softmax_scale)
-    out, _lse = _ops.fwd(q, k, v, softmax_scale, bool(causal), bool(deterministic))
-    return out
+    return _ops.fwd(q, k, v, softmax_scale, bool(causal), bool(deterministic))
 
 
 def flash_attn_func(
@@ -62,7 +62,7 @@ def flash_attn_func(
     defaults to `1 / sqrt(headdim)`; `deterministic` makes the backward bit-identical run to
     run (see the module documentation for unsupported arguments)."""
     _unsupported(dropout_p, window_size, softcap, alibi_slopes, return_attn_probs)
-    return _attention(q, k, v, softmax_scale, causal, deterministic)
+    return _attention(q, k, v, softmax_scale, causal, deterministic)[0]
 
 
 def flash_attn_qkvpacked_func(
@@ -82,7 +82,7 @@ def flash_attn_qkvpacked_func(
     _ops.check("qkv", qkv, None, None, 5)
     if qkv.shape[2] != 3:
         raise ValueError(f"rustflash: qkv has shape {tuple(qkv.shape)}; expected (batch, seqlen, 3, heads, headdim)")
-    return _attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], softmax_scale, causal, deterministic)
+    return _attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], softmax_scale, causal, deterministic)[0]
 
 
 def flash_attn_kvpacked_func(
@@ -103,7 +103,7 @@ def flash_attn_kvpacked_func(
     _ops.check("kv", kv, None, None, 5)
     if kv.shape[2] != 2:
         raise ValueError(f"rustflash: kv has shape {tuple(kv.shape)}; expected (batch, seqlen_k, 2, heads_kv, headdim)")
-    return _attention(q, kv[:, :, 0], kv[:, :, 1], softmax_scale, causal, deterministic)
+    return _attention(q, kv[:, :, 0], kv[:, :, 1], softmax_scale, causal, deterministic)[0]
 
 
 def flash_attn_with_lse(
@@ -111,7 +111,4 @@ def flash_attn_with_lse(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """rustflash's own: `(out, softmax_lse)`, the forward's log-sum-exp `(batch, heads_q,
     seqlen_q)` float32 beside the output (differentiable in `out` only)."""
-    _ops.check("q", q, None, None, 4)
-    _ops.check("k", k, q.device, q.dtype, 4)
-    _ops.check("v", v, q.device, q.dtype, 4)
-    return _ops.fwd(q, k, v, None if softmax_scale is None else float(softmax_scale), bool(causal), bool(deterministic))
+    return _attention(q, k, v, softmax_scale, causal, deterministic)

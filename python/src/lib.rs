@@ -12,8 +12,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use rustflash::cudarc::driver::sys::CUstream;
 use rustflash::{
-    BackwardOptions, Device, Element, Error, FlashAttention, ForwardOptions, RawBackward, RawForward,
-    RawTensor,
+    BackwardOptions, Device, Error, FlashAttention, ForwardOptions, RawBackward, RawForward, RawTensor,
 };
 use std::sync::Mutex;
 
@@ -66,6 +65,9 @@ enum Dtype {
     Bf16,
 }
 
+/// `forward_raw` or `backward_raw` for one element type.
+type RawCall<A, O> = unsafe fn(&FlashAttention, CUstream, &A, &O) -> rustflash::Result<()>;
+
 fn forward_options(softmax_scale: Option<f32>, causal: bool) -> ForwardOptions {
     let o = ForwardOptions::default().causal(causal);
     match softmax_scale {
@@ -100,24 +102,13 @@ fn forward(
     let fa = attention(device)?;
     let args = RawForward { q: raw(q), k: raw(k), v: raw(v), out: raw(out), lse: raw(lse) };
     let options = forward_options(softmax_scale, causal);
-    let run = || {
-        fn go<T: Element>(
-            fa: &FlashAttention,
-            s: CUstream,
-            a: &RawForward,
-            o: &ForwardOptions,
-        ) -> rustflash::Result<()> {
-            // SAFETY: the Python layer passes live tensors of this GPU and one of its streams
-            // (see the function's documentation); everything else is checked by `forward_raw`.
-            unsafe { fa.forward_raw::<T>(s, a, o) }
-        }
-        let s = stream as CUstream;
-        match dt {
-            Dtype::F16 => go::<f16>(&fa, s, &args, &options),
-            Dtype::Bf16 => go::<bf16>(&fa, s, &args, &options),
-        }
+    let launch: RawCall<RawForward, ForwardOptions> = match dt {
+        Dtype::F16 => FlashAttention::forward_raw::<f16>,
+        Dtype::Bf16 => FlashAttention::forward_raw::<bf16>,
     };
-    py.detach(run).map_err(to_py)
+    // SAFETY: the Python layer passes live tensors of this GPU and one of its streams (see the
+    // function's documentation); everything else is checked by `forward_raw`.
+    py.detach(|| unsafe { launch(&fa, stream as CUstream, &args, &options) }).map_err(to_py)
 }
 
 /// The gradients `dq`, `dk`, `dv` of the forward's attention given `dout`, with the forward's
@@ -161,23 +152,12 @@ fn backward(
         workspace: raw(workspace),
     };
     let options = BackwardOptions::from(&forward_options(softmax_scale, causal)).deterministic(deterministic);
-    let run = || {
-        fn go<T: Element>(
-            fa: &FlashAttention,
-            s: CUstream,
-            a: &RawBackward,
-            o: &BackwardOptions,
-        ) -> rustflash::Result<()> {
-            // SAFETY: as in `forward`.
-            unsafe { fa.backward_raw::<T>(s, a, o) }
-        }
-        let s = stream as CUstream;
-        match dt {
-            Dtype::F16 => go::<f16>(&fa, s, &args, &options),
-            Dtype::Bf16 => go::<bf16>(&fa, s, &args, &options),
-        }
+    let launch: RawCall<RawBackward, BackwardOptions> = match dt {
+        Dtype::F16 => FlashAttention::backward_raw::<f16>,
+        Dtype::Bf16 => FlashAttention::backward_raw::<bf16>,
     };
-    py.detach(run).map_err(to_py)
+    // SAFETY: as in `forward`; everything else is checked by `backward_raw`.
+    py.detach(|| unsafe { launch(&fa, stream as CUstream, &args, &options) }).map_err(to_py)
 }
 
 /// f32 elements of the workspace a backward of this problem needs (0 for empty problems).
