@@ -588,7 +588,7 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
             let small = || stream.alloc_zeros::<u16>(ELEMENTS).map_err(err);
             Ok([big("P")?, big("dP")?, small()?, small()?, small()?, small()?])
         };
-        match n.backward_available(c.dtype).and_then(|()| alloc()) {
+        match alloc() {
             Ok(bufs) => naive_state = Some((n, bufs)),
             Err(why) => missing[naive_at] = Some(why),
         }
