@@ -6,6 +6,21 @@ import os
 
 import pytest
 
+# The worst error ratio (error / bound) seen per tensor name in this session, for the summary.
+WORST_RATIOS = {}
+
+
+def record_ratio(name, ratio, test):
+    if ratio > WORST_RATIOS.get(name, (-1.0, None))[0]:
+        WORST_RATIOS[name] = (ratio, test)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if WORST_RATIOS:
+        terminalreporter.section("worst error ratios (error / bound; at most 1 passes)")
+        for name, (ratio, test) in sorted(WORST_RATIOS.items()):
+            terminalreporter.write_line(f"{name}: {ratio:.3f} ({test})")
+
 
 def gpu_or_skip():
     """torch, when a CUDA GPU can run the tests; otherwise skip (or fail under REQUIRE_GPU=1)."""
@@ -20,6 +35,9 @@ def gpu_or_skip():
         if os.environ.get("REQUIRE_GPU") == "1":
             pytest.fail(f"REQUIRE_GPU=1 but {why}")
         pytest.skip(why)
+    # The references' float32 products must not run on TF32 tensor cores.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     return torch
 
 

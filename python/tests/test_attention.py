@@ -6,32 +6,67 @@ P rounded, O = P V accumulated in f32 and rounded; gradients through the same ro
 the slack a few units in the last place of max|ref|. Skipped without PyTorch or a CUDA GPU."""
 
 import math
+import os
 
 import pytest
 
-from conftest import gpu_or_skip
+from conftest import gpu_or_skip, record_ratio
 
 DTYPES = ["float16", "bfloat16"]
 HEAD_DIMS = [1, 32, 59, 64, 100, 128, 256]
 SEQLENS = [(1, 1), (113, 203), (256, 256), (300, 1), (1, 300)]
 
 
-def _attention(q, k, v, scale, causal, rounded_to=None):
-    """Attention of (batch, seqlen, heads, headdim) tensors computed in float32/64 by PyTorch;
-    with `rounded_to`, S, P and O are rounded to that dtype as plain attention does."""
+def _scores(q, k, scale, causal, r):
+    """Softmax probabilities `(batch, heads, sq, sk)` of (batch, seqlen, heads, headdim) q and k
+    (k already repeated to q's heads), S rounded by `r` before scaling; rows that see no key are
+    zeros."""
     torch = gpu_or_skip()
-    group = q.shape[2] // k.shape[2]
-    k = k.repeat_interleave(group, dim=2)
-    v = v.repeat_interleave(group, dim=2)
-    r = (lambda x: x.to(rounded_to).to(x.dtype)) if rounded_to is not None else (lambda x: x)
     s = r(torch.einsum("bqhd,bkhd->bhqk", q, k)) * scale
     sq, sk = q.shape[1], k.shape[1]
     if causal:
         i = torch.arange(sq, device=q.device)[:, None]
         j = torch.arange(sk, device=q.device)[None, :]
         s = s.masked_fill(j > i + sk - sq, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows that see no key: zeros
-    return r(torch.einsum("bhqk,bkhd->bqhd", r(p), v))
+    return torch.softmax(s, dim=-1).nan_to_num(0.0)
+
+
+def _repeat_kv(q, k, v):
+    group = q.shape[2] // k.shape[2]
+    return k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
+
+
+def _attention(q, k, v, scale, causal):
+    """Exact attention in q's precision (float64 for the reference, through autograd)."""
+    torch = gpu_or_skip()
+    k, v = _repeat_kv(q, k, v)
+    p = _scores(q, k, scale, causal, lambda x: x)
+    return torch.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+def _plain(q, k, v, dout, scale, causal, dtype):
+    """Plain attention and its gradients from float32 q, k, v, dout, rounded to `dtype` where a
+    straightforward implementation stores: S, P, O, dP, dS and the gradients, with f32 sums
+    between (as FlashAttention's backward: D = rowsum(dO ∘ O) from the rounded O, dS = P ∘ (dP −
+    D)). The Rust suite's plain reference, written for PyTorch."""
+    torch = gpu_or_skip()
+    r = lambda x: x.to(dtype).to(torch.float32)  # noqa: E731
+    group = q.shape[2] // k.shape[2]
+    kr, vr = _repeat_kv(q, k, v)
+    p = r(_scores(q, kr, scale, causal, r))
+    o = r(torch.einsum("bhqk,bkhd->bqhd", p, vr))
+    big_d = (dout * o).sum(-1).transpose(1, 2)[..., None]  # (b, h, sq, 1)
+    dp = r(torch.einsum("bqhd,bkhd->bhqk", dout, vr))
+    ds = r(p * (dp - big_d))
+    dq = r(scale * torch.einsum("bhqk,bkhd->bqhd", ds, kr))
+
+    def per_kv_head(x):  # (b, sk, hq, d) summed over each K/V head's query heads, then rounded
+        b, sk, hq, d = x.shape
+        return r(x.reshape(b, sk, hq // group, group, d).sum(3))
+
+    dk = per_kv_head(scale * torch.einsum("bhqk,bqhd->bkhd", ds, q))
+    dv = per_kv_head(torch.einsum("bhqk,bqhd->bkhd", p, dout))
+    return o, (dq, dk, dv)
 
 
 def _ulp(dtype_name, magnitude):
@@ -47,6 +82,7 @@ def _check(name, ours, ref, plain, factor, dtype_name):
     bound = factor * (plain.double() - ref).abs().max().item() + _ulp(dtype_name, ref.abs().max().item())
     ratio = err / bound if bound > 0 else (0.0 if err == 0 else math.inf)
     print(f"ratio {name}={ratio:.3f}")
+    record_ratio(name, ratio, os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0])
     assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e}"
 
 
@@ -71,20 +107,14 @@ def _case(torch, dtype_name, b, sq, sk, hq, hkv, d, causal, seed, packed=False):
     grads = torch.autograd.grad(out, leaves, dout)
     scale = 1.0 / math.sqrt(d)
 
-    def reference(precision, rounded_to):
-        xs = [x.detach().to(precision).requires_grad_() for x in leaves]
-        if packed:
-            qq, kk, vv = xs[0][:, :, 0], xs[0][:, :, 1], xs[0][:, :, 2]
-        else:
-            qq, kk, vv = xs
-        o = _attention(qq, kk, vv, scale, causal, rounded_to)
-        g = torch.autograd.grad(o, xs, dout.to(precision))
-        if rounded_to is not None:
-            g = [t.to(rounded_to).to(precision) for t in g]
-        return o, g
-
-    o_ref, g_ref = reference(torch.float64, None)
-    o_plain, g_plain = reference(torch.float32, dtype)
+    f64 = [x.detach().double().requires_grad_() for x in leaves]
+    q64, k64, v64 = (f64[0][:, :, i] for i in range(3)) if packed else f64
+    o_ref = _attention(q64, k64, v64, scale, causal)
+    g_ref = torch.autograd.grad(o_ref, f64, dout.double())
+    q32, k32, v32 = (x.detach().float() for x in (q, k, v))
+    o_plain, g_plain = _plain(q32, k32, v32, dout.float(), scale, causal, dtype)
+    if packed:
+        g_plain = [torch.stack(g_plain, dim=2)]
     _check("O", out, o_ref, o_plain, 2, dtype_name)
     names = ["dqkv"] if packed else ["dQ", "dK", "dV"]
     for name, g, gr, gp in zip(names, grads, g_ref, g_plain):

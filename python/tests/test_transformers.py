@@ -23,7 +23,7 @@ def _model(torch, transformers, implementation):
     return model
 
 
-def test_llama_matches_sdpa():
+def test_llama_matches_sdpa(monkeypatch):
     torch = gpu_or_skip()
     transformers = pytest.importorskip(
         "transformers", minversion="4.53", reason="transformers 4.53 or newer (its mask interface) is not installed"
@@ -31,6 +31,12 @@ def test_llama_matches_sdpa():
     import rustflash
 
     rustflash.register_transformers()
+    # Count the adapter's calls, so that a model silently left on another implementation fails.
+    from rustflash import flash_attn_interface
+
+    calls = []
+    inner = flash_attn_interface.flash_attn_func
+    monkeypatch.setattr(flash_attn_interface, "flash_attn_func", lambda *a, **k: calls.append(1) or inner(*a, **k))
     ids = torch.randint(0, 512, (2, 200), device="cuda")
     results = {}
     for implementation in ("sdpa", "rustflash"):
@@ -39,6 +45,7 @@ def test_llama_matches_sdpa():
         out.loss.backward()
         grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
         results[implementation] = (out.logits.float(), out.loss.item(), grads)
+    assert len(calls) == 2, f"rustflash ran {len(calls)} times, expected once per layer (2)"
     (la, loss_a, ga), (lb, loss_b, gb) = results["sdpa"], results["rustflash"]
     # bf16 end to end: agreement to bf16's precision over two layers.
     assert (la - lb).abs().max().item() <= 0.05 * la.abs().max().item()

@@ -75,14 +75,16 @@ fn bundle_python(root: &Path, dest: &Path) -> Result<(), String> {
     if !maturin(&["build", "--release", "-o", &wheels_arg]).is_ok_and(|s| s.success()) {
         return Err("building the Python wheel failed".into());
     }
-    let tests = dest.join("tests");
-    std::fs::create_dir_all(&tests).map_err(|e| format!("{}: {e}", tests.display()))?;
-    let src = root.join("python/tests");
-    for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        if path.extension().is_some_and(|x| x == "py") {
-            let to = tests.join(path.file_name().unwrap_or_default());
-            std::fs::copy(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The tests and the timing script, as the Python files of their folders.
+    for folder in ["tests", "bench"] {
+        let (src, to_dir) = (root.join("python").join(folder), dest.join(folder));
+        std::fs::create_dir_all(&to_dir).map_err(|e| format!("{}: {e}", to_dir.display()))?;
+        for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.extension().is_some_and(|x| x == "py") {
+                let to = to_dir.join(path.file_name().unwrap_or_default());
+                std::fs::copy(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
         }
     }
     println!("bundled the Python wheel and its tests");

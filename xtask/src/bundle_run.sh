@@ -13,7 +13,8 @@
 # (bin/NAME). startup: the time a fresh process waits for its first forward result, twice with an
 # empty driver JIT cache (CUDA_CACHE_PATH a new empty folder each time), then twice with the cache
 # the second run filled. python: installs the bundled wheel (no dependencies: the host's PyTorch
-# is used) into a folder on PYTHONPATH for $PYTHON (default python3) and runs its pytest suite. The archive goes to --out,
+# is used) into a folder on PYTHONPATH for $PYTHON (default python3), runs its pytest suite, then
+# times flash_attn_func beside torch's flash backend. The archive goes to --out,
 # else $OUT, else ./out. A GPU test that cannot find a GPU fails here (REQUIRE_GPU=1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,6 +52,10 @@ if [ "${1:-}" = python ]; then
     > "$out/pytest.log" 2>&1
   rc=$?
   tail -15 "$out/pytest.log"
+  # Then the short timing of flash_attn_func beside torch's flash backend (same process for both).
+  (cd "$site" && PYTHONPATH="$site" "$py" "$here/python/bench/time_interface.py" --out "$out") \
+    > "$out/timing.log" 2>&1 || rc=1
+  cat "$out/timing.log"
   exit $rc
 fi
 if [ "${1:-}" = startup ]; then
