@@ -3,7 +3,7 @@
 //! The backward is three launches on the caller's stream (FlashAttention-2's algorithm), with
 //! dQ computed by one of two schedules ([`default_atomic_dq`]):
 //!
-//! 1. **pre-pass** (`flash_bwd_pre_sm80_<dtype>`): per query row, `delta = rowsum(dO ∘ O)` and
+//! 1. **pre-pass** (`flash_bwd_pre_<family>_<dtype>`): per query row, `delta = rowsum(dO ∘ O)` and
 //!    `lse · log2(e)` into the workspace (padded rows: 0 and +inf), and, for the atomic
 //!    schedule, zeros the f32 dQ accumulator.
 //! 2. **main** (one per row of [`backward_configs!`]): a block owns `block_n` keys of one
@@ -11,7 +11,7 @@
 //!    from Q, K and the LSE, and accumulates dK and dV in registers (so GQA's sums over a group
 //!    need no atomics). In the atomic schedule it also adds `dS K` into the f32 dQ accumulator
 //!    with atomics.
-//! 3. atomic schedule: **convert** (`flash_bwd_convert_sm80_<dtype>`): dQ = scale ·
+//! 3. atomic schedule: **convert** (`flash_bwd_convert_<family>_<dtype>`): dQ = scale ·
 //!    accumulator, in the caller's dtype and layout. Separate schedule (the deterministic
 //!    mode, and the default mode above head dim 64): **dQ** (one per row): a block owns query
 //!    rows and walks the key tiles, recomputing P and dP, so dQ is a plain sum in a fixed order
@@ -131,6 +131,8 @@ impl BackwardTile {
 /// The kernels of one backward configuration (element type, head-dim bucket, tile class).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackwardConfig {
+    /// The matrix-multiply family (and so the module) of the kernels.
+    pub family: MmaFamily,
     /// The element type of every tensor but the LSE.
     pub dtype: Dtype,
     /// Head-dim bucket (a multiple of 32 up to 256).
@@ -177,23 +179,26 @@ impl BackwardConfig {
     }
     /// Main kernel: dynamic shared memory — K, V (`block_n` rows), dSᵀ (and Pᵀ when the head dim
     /// is split across warps), and per query-tile stage Q, dO (`block_m` rows) and the tile's
-    /// `lse_log2` and `delta`.
+    /// `lse_log2` and `delta`; then the family's per-warp scratch.
     pub const fn shared_bytes(&self) -> usize {
-        let row = self.head_dim * self.dtype.bytes();
-        let scores = self.block_n * self.block_m * self.dtype.bytes();
+        let row = self.family.tile_row_bytes(self.head_dim);
+        let scores = self.block_n * self.family.tile_row_bytes(self.block_m);
         2 * self.block_n * row
             + self.query_stages * (2 * self.block_m * row + 2 * 4 * self.block_m)
             + scores * if self.warps_d > 1 { 2 } else { 1 }
+            + self.warps() * self.family.scratch_bytes()
     }
     /// Deterministic dQ kernel: threads per block.
     pub const fn dq_threads(&self) -> usize {
         32 * (self.dq_block_m / 16)
     }
     /// Deterministic dQ kernel: dynamic shared memory — Q, dO (`dq_block_m` rows), K, V
-    /// (`dq_block_n` rows).
+    /// (`dq_block_n` rows), and the family's per-warp scratch.
     pub const fn dq_shared_bytes(&self) -> usize {
-        let row = self.head_dim * self.dtype.bytes();
-        2 * self.dq_block_m * row + 2 * self.dq_block_n * row
+        let row = self.family.tile_row_bytes(self.head_dim);
+        2 * self.dq_block_m * row
+            + 2 * self.dq_block_n * row
+            + self.dq_block_m / 16 * self.family.scratch_bytes()
     }
     /// The larger of the two kernels' shared memory (what the class needs of a GPU).
     pub const fn max_shared_bytes(&self) -> usize {
@@ -215,9 +220,11 @@ pub const fn default_atomic_dq(bucket: usize) -> bool {
 /// The main backward kernel's name.
 #[macro_export]
 macro_rules! backward_kernel_name {
-    ($dt:ident, $d:literal, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal) => {
+    ($fam:ident, $dt:ident, $d:literal, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal) => {
         concat!(
-            "flash_bwd_sm80_",
+            "flash_bwd_",
+            stringify!($fam),
+            "_",
             stringify!($dt),
             "_d",
             $d,
@@ -238,29 +245,29 @@ macro_rules! backward_kernel_name {
 /// The deterministic dQ kernel's name.
 #[macro_export]
 macro_rules! backward_dq_kernel_name {
-    ($dt:ident, $d:literal, $bm:literal, $bn:literal) => {
-        concat!("flash_bwd_dq_sm80_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn)
+    ($fam:ident, $dt:ident, $d:literal, $bm:literal, $bn:literal) => {
+        concat!("flash_bwd_dq_", stringify!($fam), "_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn)
     };
 }
 
 /// The pre-pass's name.
 #[macro_export]
 macro_rules! backward_pre_kernel_name {
-    ($dt:ident) => {
-        concat!("flash_bwd_pre_sm80_", stringify!($dt))
+    ($fam:ident, $dt:ident) => {
+        concat!("flash_bwd_pre_", stringify!($fam), "_", stringify!($dt))
     };
 }
 
 /// The dQ conversion's name.
 #[macro_export]
 macro_rules! backward_convert_kernel_name {
-    ($dt:ident) => {
-        concat!("flash_bwd_convert_sm80_", stringify!($dt))
+    ($fam:ident, $dt:ident) => {
+        concat!("flash_bwd_convert_", stringify!($fam), "_", stringify!($dt))
     };
 }
 
 /// Calls `$callback!` with every backward configuration, one
-/// `(dtype, Dtype variant, bucket, tile, block_m, block_n, warps_n, warps_d, query_stages,
+/// `(family, dtype, Dtype variant, bucket, tile, block_m, block_n, warps_n, warps_d, query_stages,
 /// dq_block_m, dq_block_n)` tuple per row.
 ///
 /// Shapes: each warp of the main kernel owns 16 keys and `bucket / warps_d` columns of dK and
@@ -269,34 +276,55 @@ macro_rules! backward_convert_kernel_name {
 /// memory), so dK and dV stay within 128 registers. The Large rows up to head dim 128 keep two
 /// query-tile buffers (145 KB at 128, within the A100's 163 KB); above it one (two would need
 /// 212 KB at 256).
+///
+/// `sm70` rows (WMMA, float16 only), sized for shared memory: Large fits a V100's 96 KB at every
+/// head dim, Small a T4's 64 KB at every head dim (one query-tile buffer: there is no `cp.async`
+/// to overlap).
 #[macro_export]
 macro_rules! backward_configs {
     ($callback:path) => {
-        $crate::__backward_rows!($callback; f16 F16, bf16 Bf16);
+        $crate::__backward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __backward_rows {
-    ($callback:path; $($dt:ident $variant:ident),*) => {
+    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]) => {
         $callback! {$(
-            ($dt, $variant, 32, Large, 128, 128, 8, 1, 2, 64, 64)
-            ($dt, $variant, 64, Large, 64, 128, 8, 1, 2, 64, 64)
-            ($dt, $variant, 96, Large, 64, 128, 8, 1, 2, 64, 64)
-            ($dt, $variant, 128, Large, 64, 128, 8, 1, 2, 64, 64)
-            ($dt, $variant, 160, Large, 64, 64, 4, 2, 1, 64, 32)
-            ($dt, $variant, 192, Large, 64, 64, 4, 2, 1, 64, 32)
-            ($dt, $variant, 224, Large, 64, 64, 4, 2, 1, 64, 32)
-            ($dt, $variant, 256, Large, 64, 64, 4, 2, 1, 64, 32)
-            ($dt, $variant, 32, Small, 32, 64, 4, 1, 1, 32, 32)
-            ($dt, $variant, 64, Small, 32, 64, 4, 1, 1, 32, 32)
-            ($dt, $variant, 96, Small, 32, 64, 4, 1, 1, 32, 32)
-            ($dt, $variant, 128, Small, 32, 64, 4, 1, 1, 32, 32)
-            ($dt, $variant, 160, Small, 32, 32, 2, 2, 1, 32, 32)
-            ($dt, $variant, 192, Small, 32, 32, 2, 2, 1, 32, 32)
-            ($dt, $variant, 224, Small, 32, 32, 2, 2, 1, 32, 32)
-            ($dt, $variant, 256, Small, 32, 32, 2, 2, 1, 32, 32)
+            (sm80, $dt, $variant, 32, Large, 128, 128, 8, 1, 2, 64, 64)
+            (sm80, $dt, $variant, 64, Large, 64, 128, 8, 1, 2, 64, 64)
+            (sm80, $dt, $variant, 96, Large, 64, 128, 8, 1, 2, 64, 64)
+            (sm80, $dt, $variant, 128, Large, 64, 128, 8, 1, 2, 64, 64)
+            (sm80, $dt, $variant, 160, Large, 64, 64, 4, 2, 1, 64, 32)
+            (sm80, $dt, $variant, 192, Large, 64, 64, 4, 2, 1, 64, 32)
+            (sm80, $dt, $variant, 224, Large, 64, 64, 4, 2, 1, 64, 32)
+            (sm80, $dt, $variant, 256, Large, 64, 64, 4, 2, 1, 64, 32)
+            (sm80, $dt, $variant, 32, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm80, $dt, $variant, 64, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm80, $dt, $variant, 96, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm80, $dt, $variant, 128, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm80, $dt, $variant, 160, Small, 32, 32, 2, 2, 1, 32, 32)
+            (sm80, $dt, $variant, 192, Small, 32, 32, 2, 2, 1, 32, 32)
+            (sm80, $dt, $variant, 224, Small, 32, 32, 2, 2, 1, 32, 32)
+            (sm80, $dt, $variant, 256, Small, 32, 32, 2, 2, 1, 32, 32)
+        )* $(
+            (sm70, $vdt, $vvariant, 32, Large, 64, 64, 4, 1, 1, 64, 64)
+            (sm70, $vdt, $vvariant, 64, Large, 64, 64, 4, 1, 1, 64, 64)
+            (sm70, $vdt, $vvariant, 96, Large, 64, 64, 4, 1, 1, 64, 64)
+            (sm70, $vdt, $vvariant, 128, Large, 64, 64, 4, 1, 1, 64, 64)
+            (sm70, $vdt, $vvariant, 160, Large, 32, 32, 2, 2, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 192, Large, 32, 32, 2, 2, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 224, Large, 32, 32, 2, 2, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 256, Large, 32, 32, 2, 2, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 32, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 64, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 96, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 128, Small, 32, 64, 4, 1, 1, 32, 32)
+            (sm70, $vdt, $vvariant, 160, Small, 32, 16, 1, 2, 1, 32, 16)
+            (sm70, $vdt, $vvariant, 192, Small, 32, 16, 1, 2, 1, 32, 16)
+            (sm70, $vdt, $vvariant, 224, Small, 32, 16, 1, 2, 1, 32, 16)
+            (sm70, $vdt, $vvariant, 256, Small, 32, 16, 1, 2, 1, 32, 16)
         )*}
     };
 }
@@ -304,8 +332,9 @@ macro_rules! __backward_rows {
 /// The [`BackwardConfig`] of one row of [`backward_configs!`].
 #[macro_export]
 macro_rules! backward_config {
-    ($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal) => {
+    ($fam:ident, $dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal) => {
         $crate::BackwardConfig {
+            family: $crate::mma_family!($fam),
             dtype: $crate::Dtype::$variant,
             head_dim: $d,
             tile: $crate::BackwardTile::$tile,
@@ -316,26 +345,26 @@ macro_rules! backward_config {
             query_stages: $qs,
             dq_block_m: $qbm,
             dq_block_n: $qbn,
-            name: $crate::backward_kernel_name!($dt, $d, $bm, $bn, $wn, $wd, $qs),
-            dq_name: $crate::backward_dq_kernel_name!($dt, $d, $qbm, $qbn),
-            pre_name: $crate::backward_pre_kernel_name!($dt),
-            convert_name: $crate::backward_convert_kernel_name!($dt),
+            name: $crate::backward_kernel_name!($fam, $dt, $d, $bm, $bn, $wn, $wd, $qs),
+            dq_name: $crate::backward_dq_kernel_name!($fam, $dt, $d, $qbm, $qbn),
+            pre_name: $crate::backward_pre_kernel_name!($fam, $dt),
+            convert_name: $crate::backward_convert_kernel_name!($fam, $dt),
         }
     };
 }
 
 macro_rules! backward_table {
-    ($(($dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal))*) => {
+    ($(($fam:ident, $dt:ident, $variant:ident, $d:literal, $tile:ident, $bm:literal, $bn:literal, $wn:literal, $wd:literal, $qs:literal, $qbm:literal, $qbn:literal))*) => {
         /// Every backward configuration, as [`backward_configs!`] lists them.
         pub static BACKWARD_CONFIGS: &[BackwardConfig] = &[$(
-            $crate::backward_config!($dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qs, $qbm, $qbn),
+            $crate::backward_config!($fam, $dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qs, $qbm, $qbn),
         )*];
     };
 }
 
 backward_configs!(backward_table);
 
-use crate::Dtype;
+use crate::{Dtype, MmaFamily};
 
 #[cfg(test)]
 mod tests {
@@ -356,22 +385,25 @@ mod tests {
             );
             assert!(c.dq_block_n.is_multiple_of(16) && c.dq_block_m.is_multiple_of(16));
             for tile in BackwardTile::ALL {
-                assert!(
-                    BACKWARD_CONFIGS
-                        .iter()
-                        .any(|o| o.dtype == c.dtype && o.head_dim == c.head_dim && o.tile == tile)
-                );
+                assert!(BACKWARD_CONFIGS.iter().any(|o| o.family == c.family
+                    && o.dtype == c.dtype
+                    && o.head_dim == c.head_dim
+                    && o.tile == tile));
             }
+            assert!(c.family == MmaFamily::Sm80 || c.dtype == Dtype::F16, "{}", c.name);
+            assert_eq!(BACKWARD_CONFIGS.iter().filter(|o| o.name == c.name).count(), 1, "{}", c.name);
         }
     }
 
     #[test]
     fn shared_memory_per_class() {
         for c in BACKWARD_CONFIGS {
-            let limit = match c.tile {
-                BackwardTile::Large => 163 * 1024,
-                BackwardTile::Small if c.head_dim <= 224 => 64 * 1024,
-                BackwardTile::Small => 99 * 1024,
+            let limit = match (c.family, c.tile) {
+                (MmaFamily::Wmma, BackwardTile::Large) => 96 * 1024,
+                (_, BackwardTile::Large) => 163 * 1024,
+                (MmaFamily::Wmma, BackwardTile::Small) => 64 * 1024,
+                (_, BackwardTile::Small) if c.head_dim <= 224 => 64 * 1024,
+                (_, BackwardTile::Small) => 99 * 1024,
             };
             assert!(c.max_shared_bytes() <= limit, "{} needs {}", c.name, c.max_shared_bytes());
         }

@@ -29,6 +29,60 @@ impl Dtype {
     }
 }
 
+/// The warp matrix-multiply family a kernel is built on. It fixes the PTX module the kernel
+/// lives in and its shared-memory layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MmaFamily {
+    /// `mma.sync` m16n8k16, `ldmatrix`, `cp.async`: the `sm_80` and `sm_90a` modules. Tiles are
+    /// swizzled rows of `2 · cols` bytes.
+    Sm80,
+    /// WMMA m16n16k16: the `sm_70` module (Volta and Turing; it runs on any GPU of compute
+    /// capability 7.0 or newer). float16 only. WMMA loads take plain strided tiles, so rows are
+    /// padded by 16 bytes instead of swizzled, and each warp has [`MmaFamily::scratch_bytes`]
+    /// at the end of the block's shared memory, through which its accumulators reach the m16n8
+    /// layout the kernels index (the WMMA layout is opaque).
+    Wmma,
+}
+
+impl MmaFamily {
+    /// `"sm80"` or `"sm70"`, as kernel names spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MmaFamily::Sm80 => "sm80",
+            MmaFamily::Wmma => "sm70",
+        }
+    }
+
+    /// Bytes per row of a shared-memory tile of `cols` 16-bit elements.
+    pub const fn tile_row_bytes(self, cols: usize) -> usize {
+        match self {
+            MmaFamily::Sm80 => 2 * cols,
+            MmaFamily::Wmma => 2 * cols + 16,
+        }
+    }
+
+    /// Scratch bytes per warp at the end of dynamic shared memory (one 16 x 16 f32 tile).
+    pub const fn scratch_bytes(self) -> usize {
+        match self {
+            MmaFamily::Sm80 => 0,
+            MmaFamily::Wmma => 1024,
+        }
+    }
+}
+
+/// The [`MmaFamily`] a row of the configuration tables names (`sm80` or `sm70`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! mma_family {
+    (sm80) => {
+        $crate::MmaFamily::Sm80
+    };
+    (sm70) => {
+        $crate::MmaFamily::Wmma
+    };
+}
+
 /// A class of tile shapes. The host picks the first class whose shared memory fits the GPU;
 /// tests force each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +103,8 @@ impl ForwardTile {
 /// One forward kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForwardConfig {
+    /// The matrix-multiply family (and so the module) of the kernel.
+    pub family: MmaFamily,
     /// The element type of Q, K, V and O this kernel reads and writes.
     pub dtype: Dtype,
     /// Head-dim bucket: a multiple of 32 up to 256.
@@ -79,11 +135,13 @@ impl ForwardConfig {
         self.block_m / self.warps
     }
 
-    /// Dynamic shared memory: the Q tile (reused for O in the epilogue) and `kv_stages` K and V
-    /// tiles.
+    /// Dynamic shared memory: the Q tile (reused for O in the epilogue), `kv_stages` K and V
+    /// tiles, and the family's per-warp scratch.
     pub const fn shared_bytes(&self) -> usize {
-        let row = self.head_dim * self.dtype.bytes();
-        self.block_m * row + 2 * self.kv_stages * self.block_n * row
+        let row = self.family.tile_row_bytes(self.head_dim);
+        self.block_m * row
+            + 2 * self.kv_stages * self.block_n * row
+            + self.warps * self.family.scratch_bytes()
     }
 
     /// Blocks along a query sequence of `seqlen_q` rows.
@@ -92,49 +150,69 @@ impl ForwardConfig {
     }
 }
 
-/// A forward kernel's name: `flash_fwd_sm80_<dtype>_d<bucket>_m<rows>n<keys>w<warps>`.
+/// A forward kernel's name: `flash_fwd_<family>_<dtype>_d<bucket>_m<rows>n<keys>w<warps>`.
 #[macro_export]
 macro_rules! forward_kernel_name {
-    ($dt:ident, $d:literal, $bm:literal, $bn:literal, $w:literal) => {
-        concat!("flash_fwd_sm80_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn, "w", $w)
+    ($fam:ident, $dt:ident, $d:literal, $bm:literal, $bn:literal, $w:literal) => {
+        concat!("flash_fwd_", stringify!($fam), "_", stringify!($dt), "_d", $d, "_m", $bm, "n", $bn, "w", $w)
     };
 }
 
 /// Calls `$callback!` with every forward configuration, one
-/// `(dtype, Dtype variant, bucket, block_m, block_n, warps, kv_stages, ForwardTile variant)`
-/// tuple per kernel.
+/// `(family, dtype, Dtype variant, bucket, block_m, block_n, warps, kv_stages, ForwardTile variant)`
+/// tuple per kernel; `family` is `sm80` or `sm70` ([`mma_family!`]).
 ///
-/// Shapes (chosen by measurement on the H100, see docs/performance-notes.md): 4 warps; up to
-/// head dim 128 each warp owns 32 query rows (two `mma` row tiles, so every K/V fragment read
+/// `sm80` shapes (chosen by measurement on the H100, see docs/performance-notes.md): 4 warps; up
+/// to head dim 128 each warp owns 32 query rows (two `mma` row tiles, so every K/V fragment read
 /// from shared memory feeds two products); above it, 16 rows, to stay within 255 registers.
+///
+/// `sm70` shapes (WMMA, float16 only), sized for shared memory: Large fits a V100's 96 KB at every
+/// head dim and a T4's 64 KB up to head dim 224; Small fits 64 KB everywhere.
 #[macro_export]
 macro_rules! forward_configs {
     ($callback:path) => {
-        $crate::__forward_rows!($callback; f16 F16, bf16 Bf16);
+        $crate::__forward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __forward_rows {
-    ($callback:path; $($dt:ident $variant:ident),*) => {
+    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]) => {
         $callback! {$(
-            ($dt, $variant, 32, 128, 128, 4, 1, Large)
-            ($dt, $variant, 64, 128, 128, 4, 1, Large)
-            ($dt, $variant, 96, 128, 64, 4, 1, Large)
-            ($dt, $variant, 128, 128, 64, 4, 1, Large)
-            ($dt, $variant, 160, 64, 64, 4, 1, Large)
-            ($dt, $variant, 192, 64, 64, 4, 1, Large)
-            ($dt, $variant, 224, 64, 64, 4, 1, Large)
-            ($dt, $variant, 256, 64, 64, 4, 1, Large)
-            ($dt, $variant, 32, 64, 32, 4, 1, Small)
-            ($dt, $variant, 64, 64, 32, 4, 1, Small)
-            ($dt, $variant, 96, 64, 32, 4, 1, Small)
-            ($dt, $variant, 128, 64, 32, 4, 1, Small)
-            ($dt, $variant, 160, 64, 32, 4, 1, Small)
-            ($dt, $variant, 192, 64, 32, 4, 1, Small)
-            ($dt, $variant, 224, 64, 32, 4, 1, Small)
-            ($dt, $variant, 256, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 32, 128, 128, 4, 1, Large)
+            (sm80, $dt, $variant, 64, 128, 128, 4, 1, Large)
+            (sm80, $dt, $variant, 96, 128, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 128, 128, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 160, 64, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 192, 64, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 224, 64, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 256, 64, 64, 4, 1, Large)
+            (sm80, $dt, $variant, 32, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 64, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 96, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 128, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 160, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 192, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 224, 64, 32, 4, 1, Small)
+            (sm80, $dt, $variant, 256, 64, 32, 4, 1, Small)
+        )* $(
+            (sm70, $vdt, $vvariant, 32, 64, 64, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 64, 64, 64, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 96, 64, 64, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 128, 64, 64, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 160, 64, 32, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 192, 64, 32, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 224, 64, 32, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 256, 64, 32, 4, 1, Large)
+            (sm70, $vdt, $vvariant, 32, 64, 32, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 64, 64, 32, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 96, 64, 32, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 128, 64, 32, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 160, 64, 16, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 192, 64, 16, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 224, 64, 16, 4, 1, Small)
+            (sm70, $vdt, $vvariant, 256, 64, 16, 4, 1, Small)
         )*}
     };
 }
@@ -142,8 +220,9 @@ macro_rules! __forward_rows {
 /// The [`ForwardConfig`] of one row of [`forward_configs!`].
 #[macro_export]
 macro_rules! forward_config {
-    ($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident) => {
+    ($fam:ident, $dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident) => {
         $crate::ForwardConfig {
+            family: $crate::mma_family!($fam),
             dtype: $crate::Dtype::$variant,
             head_dim: $d,
             block_m: $bm,
@@ -151,16 +230,16 @@ macro_rules! forward_config {
             warps: $w,
             kv_stages: $st,
             tile: $crate::ForwardTile::$tile,
-            name: $crate::forward_kernel_name!($dt, $d, $bm, $bn, $w),
+            name: $crate::forward_kernel_name!($fam, $dt, $d, $bm, $bn, $w),
         }
     };
 }
 
 macro_rules! config_table {
-    ($(($dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident))*) => {
+    ($(($fam:ident, $dt:ident, $variant:ident, $d:literal, $bm:literal, $bn:literal, $w:literal, $st:literal, $tile:ident))*) => {
         /// Every forward kernel, as [`forward_configs!`] lists them.
         pub static FORWARD_CONFIGS: &[ForwardConfig] = &[$(
-            $crate::forward_config!($dt, $variant, $d, $bm, $bn, $w, $st, $tile),
+            $crate::forward_config!($fam, $dt, $variant, $d, $bm, $bn, $w, $st, $tile),
         )*];
     };
 }
@@ -177,14 +256,18 @@ mod tests {
             assert!(c.head_dim % 32 == 0 && c.head_dim <= 256, "{}", c.name);
             assert!(c.rows_per_warp() % 16 == 0, "{}", c.name);
             assert!(c.block_n % 16 == 0, "{}", c.name);
-            // Every class is present for every (dtype, bucket), so a forced tile always exists.
+            // Every class is present for every (family, dtype, bucket), so a forced tile always
+            // exists.
             for tile in ForwardTile::ALL {
-                assert!(
-                    FORWARD_CONFIGS
-                        .iter()
-                        .any(|o| o.dtype == c.dtype && o.head_dim == c.head_dim && o.tile == tile)
-                );
+                assert!(FORWARD_CONFIGS.iter().any(|o| o.family == c.family
+                    && o.dtype == c.dtype
+                    && o.head_dim == c.head_dim
+                    && o.tile == tile));
             }
+            // WMMA has no bf16.
+            assert!(c.family == MmaFamily::Sm80 || c.dtype == Dtype::F16, "{}", c.name);
+            // Names are unique (one entry point each).
+            assert_eq!(FORWARD_CONFIGS.iter().filter(|o| o.name == c.name).count(), 1, "{}", c.name);
         }
     }
 
@@ -195,6 +278,10 @@ mod tests {
         }
         for c in FORWARD_CONFIGS.iter().filter(|c| c.tile == ForwardTile::Large) {
             assert!(c.shared_bytes() <= 99 * 1024, "{} needs {}", c.name, c.shared_bytes());
+        }
+        // A V100 (96 KB) runs every WMMA row.
+        for c in FORWARD_CONFIGS.iter().filter(|c| c.family == MmaFamily::Wmma) {
+            assert!(c.shared_bytes() <= 96 * 1024, "{} needs {}", c.name, c.shared_bytes());
         }
     }
 }

@@ -14,5 +14,5 @@ pub use backward::{
     BACKWARD_CONFIGS, BackwardConfig, BackwardParams, BackwardTile, BackwardWorkspace, ROW_KERNEL_THREADS,
     default_atomic_dq,
 };
-pub use config::{Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile};
+pub use config::{Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile, MmaFamily};
 pub use params::ForwardParams;

@@ -15,7 +15,11 @@
 //!
 //! Usage: rustflash-bench [--full] [--pass forward|backward|both].. [--headdim N].. [--seqlen N]..
 //!        [--causal yes|no] [--dtype f16|bf16] [--rounds R] [--bwd-rounds R] [--runs-per-round N]
-//!        [--math-max-seqlen N] [--max-minutes M] [--no-torch] [--out DIR]
+//!        [--math-max-seqlen N] [--max-minutes M] [--no-torch] [--path volta|ampere|hopper]
+//!        [--out DIR]
+//!
+//! `--path` forces rustflash onto a kernel path the GPU can run (the Volta path's WMMA kernels
+//! on an H100, say: float16 only, so pair it with `--dtype f16`); the run's mode names it.
 
 mod cases;
 mod check;
@@ -30,7 +34,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use half::{bf16, f16};
 use report::{MAX_REL_ERROR, NAIVE, OURS, OURS_DET, Outcome, Row, Run};
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::{BackwardOptions, Device, Element, FlashAttention, ForwardOptions};
+use rustflash::{BackwardOptions, Device, Element, FlashAttention, ForwardOptions, KernelPath};
 use rustflash_reference::{Attention, Rows};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -49,6 +53,8 @@ struct Options {
     /// No case starts after this many minutes (the rest are listed as not run).
     max_minutes: Option<f64>,
     torch: bool,
+    /// rustflash's kernel path, if forced.
+    path: Option<KernelPath>,
     out: std::path::PathBuf,
 }
 
@@ -74,6 +80,7 @@ fn parse() -> Result<Options, String> {
         math_max_seqlen: DEFAULT_MATH_MAX_SEQLEN,
         max_minutes: None,
         torch: true,
+        path: None,
         out: "bench-results".into(),
     };
     let mut bwd_rounds = None;
@@ -109,6 +116,14 @@ fn parse() -> Result<Options, String> {
                 other => return Err(format!("--dtype f16|bf16, not {other:?}")),
             }),
             "--no-torch" => o.torch = false,
+            "--path" => {
+                o.path = Some(match args.next().as_deref() {
+                    Some("volta") => KernelPath::Volta,
+                    Some("ampere") => KernelPath::Ampere,
+                    Some("hopper") => KernelPath::Hopper,
+                    other => return Err(format!("--path volta|ampere|hopper, not {other:?}")),
+                })
+            }
             "--out" => o.out = args.next().ok_or("--out needs a folder")?.into(),
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument `{other}`")),
@@ -194,7 +209,11 @@ struct Env<'a> {
 }
 
 fn run(opts: &Options) -> Result<(), String> {
-    let device = Device::new(0).map_err(|e| e.to_string())?;
+    let device = match opts.path {
+        Some(path) => Device::with_path(0, path),
+        None => Device::new(0),
+    }
+    .map_err(|e| e.to_string())?;
     let stream = device.new_stream().map_err(|e| e.to_string())?;
     let fa = FlashAttention::new(device.clone());
     let naive = naive::Naive::new(&device, &stream);
@@ -215,7 +234,10 @@ fn run(opts: &Options) -> Result<(), String> {
         gpu,
         torch: peer,
         date: report::today(),
-        mode: if opts.selection.full { "full".into() } else { "quick".into() },
+        mode: match (opts.selection.full, opts.path) {
+            (full, None) => if full { "full" } else { "quick" }.into(),
+            (full, Some(path)) => format!("{}-{}", if full { "full" } else { "quick" }, path.arch()),
+        },
         rows: Vec::new(),
         stopped: None,
     };

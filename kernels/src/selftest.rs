@@ -81,7 +81,6 @@ pub unsafe extern "ptx-kernel" fn selftest_global_v4(src: *const u8, dst: *mut u
 ///
 /// # Safety
 /// As for the kernels below; every thread of the block calls it.
-#[cfg(target_feature = "sm_80")]
 #[inline(always)]
 unsafe fn cp_async_roundtrip<const BYTES: u32>(src: *const u8, dst: *mut u8, valid: u32) {
     use crate::primitives::cp_async;
@@ -114,8 +113,7 @@ macro_rules! cp_async_kernels {
         ///
         /// # Safety
         /// `src` holds `valid >= 1` chunks, `dst` one per thread; dynamic shared memory holds
-        /// one chunk per thread.
-        #[cfg(target_feature = "sm_80")]
+        /// one chunk per thread. (On `sm_70` the copy goes through registers: the same result.)
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(src: *const u8, dst: *mut u8, valid: u32) {
             // SAFETY: the caller's guarantees are the helper's; every thread runs it.
@@ -248,16 +246,16 @@ pub unsafe extern "ptx-kernel" fn selftest_wmma_f16(
     // SAFETY: straight-line code: the whole block (one warp) reaches it once.
     unsafe { sync::block_barrier() };
     // SAFETY: a 16x16 f16 tile at a 512-byte aligned shared address; the whole warp loads it.
-    let fa = unsafe { wmma::load_a_row(sa, 16) };
+    let fa = unsafe { wmma::load_a::<false>(sa, 16) };
     // `b_col_major` is the same in every lane: the whole warp takes the same branch.
     let acc = if b_col_major != 0 {
         // SAFETY: as for A.
         let fb = unsafe { wmma::load_b::<true>(sb, 16) };
-        wmma::mma::<true>(wmma::Accumulator::ZERO, fa, fb)
+        wmma::mma::<false, true>(wmma::Accumulator::ZERO, fa, fb)
     } else {
         // SAFETY: as for A.
         let fb = unsafe { wmma::load_b::<false>(sb, 16) };
-        wmma::mma::<false>(wmma::Accumulator::ZERO, fa, fb)
+        wmma::mma::<false, false>(wmma::Accumulator::ZERO, fa, fb)
     };
     // SAFETY: a 16x16 f32 tile (1 KB) at `sc`, inside the 2048 bytes; the whole warp stores it.
     unsafe { wmma::store_acc(sc, acc, 16) };

@@ -13,7 +13,7 @@
 //! catch what it must), and checks of the matrix itself (coverage, tier sizes, the reference's
 //! time budget).
 //!
-//! `RUSTFLASH_TIER=quick` runs about 90 GPU trials in about a minute; the full tier a few minutes on
+//! `RUSTFLASH_TIER=quick` runs about 145 GPU trials (the Volta path's included) in about a minute; the full tier a few minutes on
 //! an H100 host (the CPU reference dominates: shapes are capped so that one (batch, K/V head)
 //! pair's reference takes at most ~3 s). Every trial prints its error ratios (`ratio dQ=.. dK=..
 //! dV=..`), which the bundle's summary reduces to the worst per tensor.
@@ -50,7 +50,7 @@ const MAX_UNITS_PER_PAIR: f64 = 2.7e8;
 /// Budgets of the reference's estimated time, seconds on a 16-core GPU host.
 const QUICK_REFERENCE_SECONDS: f64 = 45.0;
 const FULL_REFERENCE_SECONDS: f64 = 240.0;
-const QUICK_TRIALS: Range<usize> = 60..111;
+const QUICK_TRIALS: Range<usize> = 100..171;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -350,7 +350,74 @@ fn plan() -> Vec<Planned> {
         let mut c = case(n % 2 == 1, d, lens, causal, gqa, placement, tile, det);
         c.shape.batch = 1;
         plan.push(planned("sanitize", c, Kind::Check).sanitize());
+        plan.push(planned("volta_sanitize", volta(c), Kind::Check).sanitize());
     }
+    plan.extend(volta_plan());
+    plan
+}
+
+/// `c` on the Volta path (WMMA: the sm_70 module, forced on this GPU), in float16.
+fn volta(mut c: BackwardCase) -> BackwardCase {
+    c.bf16 = false;
+    c.path = KernelPath::Volta;
+    c
+}
+
+/// The Volta path's trials: the matrix in float16 (GQA, placement, tile and mode rotating as in
+/// the Ampere matrix), each tile class forced on every bucket in both modes, every head dim,
+/// the deterministic mode bit for bit, and our own forward's context.
+fn volta_plan() -> Vec<Planned> {
+    let mut plan = Vec::new();
+    let mut i = 0;
+    for (di, d) in HEAD_DIMS.into_iter().enumerate() {
+        for (li, lens) in SEQLENS.into_iter().enumerate() {
+            for causal in [false, true] {
+                let c = case(
+                    false,
+                    d,
+                    lens,
+                    causal,
+                    GQA[i % 3],
+                    PLACEMENTS[(i / 3) % 3],
+                    TILES[(i / 9) % 3],
+                    (i / 27) % 2 == 1,
+                );
+                let quick = QUICK_DIMS.contains(&d)
+                    && QUICK_SEQLENS.contains(&lens)
+                    && (causal as usize + di + li) % 2 == 0;
+                plan.push(planned("volta_matrix", volta(c), Kind::Check).quick_if(quick));
+                i += 1;
+            }
+        }
+    }
+    for (n, bucket) in BUCKETS.into_iter().enumerate() {
+        for tile in BackwardTile::ALL {
+            for deterministic in [false, true] {
+                let c = if (n + deterministic as usize) % 2 == 0 {
+                    case(false, bucket, (97, 97), true, 1, Placement::Packed, Some(tile), deterministic)
+                } else {
+                    case(false, bucket - 3, (150, 77), true, 2, Placement::Padded, Some(tile), deterministic)
+                };
+                let quick = deterministic == (tile == BackwardTile::Small);
+                plan.push(planned("volta_tile", volta(c), Kind::Check).quick_if(quick));
+            }
+        }
+    }
+    for d in 1..=256 {
+        let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
+        c.shape.heads_q = 2;
+        c.shape.heads_kv = 1;
+        if d % 4 == 1 {
+            c.placement = Placement::Padded;
+        }
+        plan.push(planned("volta_head_dim", volta(c), Kind::Check).quick_if(d % 37 == 1 || d == 256));
+    }
+    for d in [64, 128, 256] {
+        let c = case(false, d, (333, 400), true, 2, Placement::Contiguous, None, true);
+        plan.push(planned("volta_deterministic_is_bitwise", volta(c), Kind::Bitwise));
+    }
+    let c = case(false, 128, (200, 333), true, 2, Placement::Contiguous, None, false);
+    plan.push(planned("volta_saved_context", volta(c), Kind::Saved));
     plan
 }
 
@@ -507,9 +574,11 @@ fn bad_inputs(_: &Context) -> TestResult {
     call(&fa, &mut grads, &mut ws, &Call { ws: 4..default_len + 4, ..good.clone() })?;
     stream.synchronize()?;
 
+    // The Volta path runs the same float16 call; bfloat16 there is an error naming q.
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
-    let r = call(&volta, &mut grads, &mut ws, &good);
-    ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
+    call(&volta, &mut grads, &mut ws, &good)?;
+    stream.synchronize()?;
+    volta_refuses_bf16(&volta, &stream)
 }
 
 fn names_unique(_: &Context) -> TestResult {
@@ -715,4 +784,34 @@ fn options_follow_the_forward(_: &Context) -> TestResult {
     ensure(!b.deterministic && b.tile.is_none(), || format!("{b:?}"))?;
     let b = BackwardOptions::from(&ForwardOptions::default());
     ensure(b == BackwardOptions::default(), || format!("{b:?}"))
+}
+
+/// A bfloat16 backward on the Volta path is an error naming q (WMMA takes float16 only), before
+/// any launch.
+fn volta_refuses_bf16(
+    fa: &FlashAttention,
+    stream: &std::sync::Arc<rustflash::cudarc::driver::CudaStream>,
+) -> TestResult {
+    let shape = [1, 8, 2, 64];
+    let input = upload(stream, &vec![half::bf16::ONE; 1024])?;
+    let poisoned = || upload(stream, &vec![half::bf16::NAN; 1024]);
+    let [mut gq, mut gk, mut gv] = [poisoned()?, poisoned()?, poisoned()?];
+    let lse = upload(stream, &[0f32; 16])?;
+    let mut ws = upload(stream, &vec![f32::NAN; 1 << 16])?;
+    let t = || DeviceTensor::contiguous(input.slice(0..), shape);
+    let r = fa.backward(
+        stream,
+        &t(),
+        &t(),
+        &t(),
+        &t(),
+        &t(),
+        &DeviceTensor::contiguous(lse.slice(0..), [1, 2, 8]),
+        &mut DeviceTensorMut::contiguous(gq.slice_mut(0..), shape),
+        &mut DeviceTensorMut::contiguous(gk.slice_mut(0..), shape),
+        &mut DeviceTensorMut::contiguous(gv.slice_mut(0..), shape),
+        &mut DeviceTensorMut::contiguous(ws.slice_mut(0..), [1 << 16]),
+        &BackwardOptions::default(),
+    );
+    expect_invalid("bfloat16 on the Volta path", r, "q")
 }

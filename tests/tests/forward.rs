@@ -110,6 +110,39 @@ fn main() -> ExitCode {
         trials.push(trial(c));
     }
 
+    // The Volta path (WMMA: the sm_70 module, forced on this GPU), float16 only: the matrix again,
+    // GQA, placement and tile rotating through it as above.
+    let mut i = 0;
+    for d in HEAD_DIMS {
+        for lens in SEQLENS {
+            for causal in [false, true] {
+                let mut c = case(false, d, lens, causal, GQA[i % 3], (i / 3) % 2 == 1, TILES[(i / 6) % 3]);
+                c.path = KernelPath::Volta;
+                let quick =
+                    [32, 59, 128, 256].contains(&d) && [(1, 239), (113, 203), (799, 3)].contains(&lens);
+                trials.push(if quick { trial(c) } else { trial(c).full_only() });
+                i += 1;
+            }
+        }
+    }
+    // Each of its tile classes (a V100 selects Large, a T4 Small above head dim 224) forced on
+    // every bucket, and every head dim from 1 to 256.
+    for d in [32, 64, 96, 128, 160, 192, 224, 256] {
+        for tile in ForwardTile::ALL {
+            let mut c = case(false, d, (77, 301), true, 2, true, Some(tile));
+            c.path = KernelPath::Volta;
+            trials.push(trial(c));
+        }
+    }
+    for d in 1..=256 {
+        let mut c = case(false, d, (37, 91), d % 3 == 0, 2, d % 4 == 1, None);
+        c.shape.heads_q = 2;
+        c.shape.heads_kv = 1;
+        c.path = KernelPath::Volta;
+        let t = trial(c);
+        trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
+    }
+
     // A 128k causal sequence, checked on sampled rows.
     let long = ForwardCase {
         bf16: false,
@@ -146,6 +179,11 @@ fn main() -> ExitCode {
         let mut c = case(k % 2 == 1, d, lens, causal, gqa, packed, tile);
         c.shape.heads_q = 8;
         trials.push(Trial::gpu(format!("forward::sanitize::{}", c.name()), move |ctx| c.run(ctx)).sanitize());
+        // The same boundaries on the Volta path (float16).
+        let mut v = c;
+        v.bf16 = false;
+        v.path = KernelPath::Volta;
+        trials.push(Trial::gpu(format!("forward::sanitize::{}", v.name()), move |ctx| v.run(ctx)).sanitize());
     }
 
     // Two million (batch, head) pairs: one block each, all in grid.x (grid.y would cap at 65535).
@@ -213,19 +251,18 @@ fn bad_inputs(_: &Context) -> TestResult {
     let strided = DeviceTensor::new(buf.slice(0..), [1, 8, 4, 64], [2048, 256, 64, 2]);
     expect("last dim not contiguous", "q", strided, t([1, 8, 4, 64]), [1, 8, 4, 64], 64)?;
 
+    // The Volta path (WMMA) takes float16 only: bfloat16 is an error naming q.
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
-    let mut out = DeviceTensorMut::contiguous(obuf.slice_mut(0..), [1, 8, 4, 64]);
+    let bbuf = stream.clone_htod(&vec![half::bf16::ZERO; 1 << 12])?;
+    let mut bout = stream.clone_htod(&vec![half::bf16::ZERO; 1 << 12])?;
+    let bt = DeviceTensor::contiguous(bbuf.slice(0..), [1, 8, 4, 64]);
+    let mut out = DeviceTensorMut::contiguous(bout.slice_mut(0..), [1, 8, 4, 64]);
     let mut lse = DeviceTensorMut::contiguous(lse.slice_mut(0..), [1, 4, 8]);
-    let r = volta.forward(
-        &stream,
-        &t([1, 8, 4, 64]),
-        &t([1, 8, 4, 64]),
-        &t([1, 8, 4, 64]),
-        &mut out,
-        &mut lse,
-        &opts,
-    );
-    ensure(matches!(r, Err(Error::Unsupported { .. })), || format!("Volta path: {r:?}"))
+    let r = volta.forward(&stream, &bt, &bt, &bt, &mut out, &mut lse, &opts);
+    println!("    bf16 on the Volta path: {r:?}");
+    ensure(matches!(&r, Err(Error::InvalidArgument { argument, .. }) if *argument == "q"), || {
+        format!("bf16 on the Volta path: expected an invalid `q`, got {r:?}")
+    })
 }
 
 /// Batch 1 of q, k, v and out lies more than 2^31 elements into its buffer (8.6 GB in all): every

@@ -63,9 +63,21 @@ struct Call {
 impl Call {
     fn plan(&self) -> rustflash::Result<Option<ForwardPlan>> {
         if self.bf16 {
-            ForwardPlan::new::<bf16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+            ForwardPlan::new::<bf16>(
+                &self.args,
+                self.lens.as_ref(),
+                &self.options,
+                rustflash::KernelPath::Ampere,
+                SHARED,
+            )
         } else {
-            ForwardPlan::new::<f16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+            ForwardPlan::new::<f16>(
+                &self.args,
+                self.lens.as_ref(),
+                &self.options,
+                rustflash::KernelPath::Ampere,
+                SHARED,
+            )
         }
     }
 
@@ -1127,9 +1139,21 @@ struct BCall {
 impl BCall {
     fn plan(&self) -> rustflash::Result<Option<BackwardPlan>> {
         if self.bf16 {
-            BackwardPlan::new::<bf16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+            BackwardPlan::new::<bf16>(
+                &self.args,
+                self.lens.as_ref(),
+                &self.options,
+                rustflash::KernelPath::Ampere,
+                SHARED,
+            )
         } else {
-            BackwardPlan::new::<f16>(&self.args, self.lens.as_ref(), &self.options, SHARED)
+            BackwardPlan::new::<f16>(
+                &self.args,
+                self.lens.as_ref(),
+                &self.options,
+                rustflash::KernelPath::Ampere,
+                SHARED,
+            )
         }
     }
 }

@@ -90,12 +90,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     println!();
-    for m in &modules {
-        let l = SmLimits::of(m.arch);
+    for target in modules.iter().flat_map(|m| targets(m.arch)) {
+        let l = SmLimits::of(target);
         println!(
             "{}: blocks/SM for the {} ({} registers, {} KB shared memory per SM, {} KB per block, \
              {} B reserved per block, {} threads, {} blocks per SM)",
-            m.arch,
+            target,
             l.gpu,
             l.registers,
             l.shared_per_sm / 1024,
@@ -131,34 +131,44 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect();
-        let limits = SmLimits::of(m.arch);
-        let cubin = m.ptx_path.with_extension("cubin");
-        let report = assemble(&ptxas, m.arch, &m.ptx_path, &cubin)?;
-        let kernels = parse_ptxas_report(&report);
-        for name in entries.keys() {
-            if !kernels.iter().any(|k| &k.name == name) {
-                problems.push(format!("{name} on {}: not in ptxas's report", m.arch));
+        for &target in targets(m.arch) {
+            let limits = SmLimits::of(target);
+            let cubin = m.ptx_path.with_extension(if target == m.arch.name() {
+                "cubin".to_string()
+            } else {
+                format!("{target}.cubin")
+            });
+            let report = assemble(&ptxas, target, &m.ptx_path, &cubin)?;
+            let kernels = parse_ptxas_report(&report);
+            for name in entries.keys() {
+                if !kernels.iter().any(|k| &k.name == name) {
+                    problems.push(format!("{name} on {target}: not in ptxas's report"));
+                }
             }
-        }
-        for k in kernels {
-            let is_hot = hot.contains(&k.name);
-            let dyn_smem = dynamic.get(&k.name).copied().unwrap_or(0);
-            let threads = entries.get(&k.name).and_then(|e| e.block_threads());
-            let occupancy = threads.map(|t| limits.blocks_per_sm(k.registers, t, k.static_smem + dyn_smem));
-            println!(
-                "{:<7} {:<40} {:>5} {:>13} {:>7} {:>11} {:>9} {:>7} {:>14} {:>4}",
-                m.arch.name(),
-                k.name,
-                k.registers,
-                format!("{}/{}", k.spill_stores, k.spill_loads),
-                k.stack_frame,
-                k.static_smem,
-                dyn_smem,
-                threads.map_or("-".to_string(), |t| t.to_string()),
-                occupancy.map_or("-".to_string(), |o| o.to_string()),
-                if is_hot { "yes" } else { "" }
-            );
-            problems.extend(check(m.arch, &k, threads, occupancy, is_hot));
+            for k in kernels {
+                let is_hot = hot.contains(&k.name);
+                let dyn_smem = dynamic.get(&k.name).copied().unwrap_or(0);
+                let threads = entries.get(&k.name).and_then(|e| e.block_threads());
+                let occupancy =
+                    threads.map(|t| limits.blocks_per_sm(k.registers, t, k.static_smem + dyn_smem));
+                println!(
+                    "{:<7} {:<40} {:>5} {:>13} {:>7} {:>11} {:>9} {:>7} {:>14} {:>4}",
+                    target,
+                    k.name,
+                    k.registers,
+                    format!("{}/{}", k.spill_stores, k.spill_loads),
+                    k.stack_frame,
+                    k.static_smem,
+                    dyn_smem,
+                    threads.map_or("-".to_string(), |t| t.to_string()),
+                    occupancy.map_or("-".to_string(), |o| o.to_string()),
+                    if is_hot { "yes" } else { "" }
+                );
+                // A smaller GPU of the module's family (the T4 for sm_70) never runs the tile
+                // classes too big for its shared memory: the host picks another.
+                let occupancy_checked = occupancy.filter(|o| target == m.arch.name() || o.limiter != "smem");
+                problems.extend(check(target, &k, threads, occupancy_checked, is_hot));
+            }
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
@@ -167,7 +177,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// What is wrong with one kernel: no declared block size, a block that fits on no
 /// multiprocessor, spills or a stack frame in a hot kernel.
 fn check(
-    arch: Arch,
+    arch: &str,
     k: &KernelResources,
     threads: Option<u32>,
     occupancy: Option<Occupancy>,
@@ -219,8 +229,19 @@ const REGISTER_UNIT: u32 = 256;
 const SUB_PARTITIONS: u32 = 4;
 const WARP: u32 = 32;
 
+/// The GPUs a module is assembled for: the `sm_70` module runs on Volta and Turing (its own
+/// module would be no different), the others on their own architecture.
+fn targets(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::Sm70 => &["sm_70", "sm_75"],
+        Arch::Sm80 => &["sm_80"],
+        Arch::Sm90a => &["sm_90a"],
+    }
+}
+
 impl SmLimits {
-    fn of(arch: Arch) -> SmLimits {
+    /// The limits of a `ptxas` target (`sm_70`, `sm_75`, `sm_80`, `sm_90a`).
+    fn of(target: &str) -> SmLimits {
         const KB: u32 = 1024;
         let common = SmLimits {
             gpu: "",
@@ -233,14 +254,24 @@ impl SmLimits {
             blocks: 32,
             max_threads_per_block: 1024,
         };
-        match arch {
-            Arch::Sm90a => {
+        match target {
+            "sm_90a" => {
                 SmLimits { gpu: "H100", shared_per_sm: 228 * KB, shared_per_block: 227 * KB, ..common }
             }
-            Arch::Sm80 => {
+            "sm_80" => {
                 SmLimits { gpu: "A100", shared_per_sm: 164 * KB, shared_per_block: 163 * KB, ..common }
             }
-            Arch::Sm70 => SmLimits {
+            "sm_75" => SmLimits {
+                gpu: "T4",
+                shared_per_sm: 64 * KB,
+                shared_per_block: 64 * KB,
+                reserved_per_block: 0,
+                shared_unit: 256,
+                threads: 1024,
+                blocks: 16,
+                ..common
+            },
+            _ => SmLimits {
                 gpu: "V100",
                 shared_per_sm: 96 * KB,
                 shared_per_block: 96 * KB,
@@ -292,9 +323,9 @@ impl std::fmt::Display for Occupancy {
 }
 
 /// `ptxas -v`; an error if the module does not assemble.
-fn assemble(ptxas: &Path, arch: Arch, ptx: &Path, cubin: &Path) -> Result<String, String> {
+fn assemble(ptxas: &Path, target: &str, ptx: &Path, cubin: &Path) -> Result<String, String> {
     let out = Command::new(ptxas)
-        .arg(format!("-arch={}", arch.name()))
+        .arg(format!("-arch={target}"))
         .arg("-v")
         .arg(ptx)
         .arg("-o")
@@ -303,7 +334,7 @@ fn assemble(ptxas: &Path, arch: Arch, ptx: &Path, cubin: &Path) -> Result<String
         .map_err(|e| format!("cannot run ptxas: {e}"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        return Err(format!("ptxas rejected {} for {}:\n{text}", ptx.display(), arch.name()));
+        return Err(format!("ptxas rejected {} for {target}:\n{text}", ptx.display()));
     }
     Ok(text)
 }
@@ -352,7 +383,7 @@ fn print_sass(ptxas: &Path, modules: &[kernel_builder::BuiltModule], kernel: &st
             continue;
         }
         let cubin = m.ptx_path.with_extension("cubin");
-        assemble(ptxas, m.arch, &m.ptx_path, &cubin)?;
+        assemble(ptxas, m.arch.name(), &m.ptx_path, &cubin)?;
         let out = Command::new(&cuobjdump)
             .args(["-sass", "-fun", kernel])
             .arg(&cubin)
@@ -377,9 +408,14 @@ mod tests {
 
     #[test]
     fn blocks_per_sm_follow_the_occupancy_rules() {
-        let h100 = SmLimits::of(Arch::Sm90a);
-        let a100 = SmLimits::of(Arch::Sm80);
-        let v100 = SmLimits::of(Arch::Sm70);
+        let h100 = SmLimits::of("sm_90a");
+        let a100 = SmLimits::of("sm_80");
+        let v100 = SmLimits::of("sm_70");
+        // The T4: 64 KB per SM and per block, 1024 threads: one 64 KB block, or eight 128-thread
+        // blocks of 32 registers.
+        let t4 = SmLimits::of("sm_75");
+        assert_eq!(t4.blocks_per_sm(128, 128, 64 << 10), Occupancy { blocks: 1, limiter: "smem" });
+        assert_eq!(t4.blocks_per_sm(32, 128, 0), Occupancy { blocks: 8, limiter: "threads" });
         // 255 registers: 8192 per warp, two warps per sub-partition, 8 warps: one 256-thread block.
         assert_eq!(h100.blocks_per_sm(255, 256, 0), Occupancy { blocks: 1, limiter: "regs" });
         // 128 registers, 128 threads: 4096 per warp, 16 warps, 4 blocks.
@@ -405,15 +441,15 @@ mod tests {
     #[test]
     fn kernels_without_a_block_size_fail_the_report() {
         let k = KernelResources { name: "k".into(), registers: 64, ..Default::default() };
-        let h100 = SmLimits::of(Arch::Sm90a);
-        assert!(check(Arch::Sm90a, &k, Some(128), Some(h100.blocks_per_sm(64, 128, 0)), true).is_empty());
-        let missing = check(Arch::Sm90a, &k, None, None, false);
+        let h100 = SmLimits::of("sm_90a");
+        assert!(check("sm_90a", &k, Some(128), Some(h100.blocks_per_sm(64, 128, 0)), true).is_empty());
+        let missing = check("sm_90a", &k, None, None, false);
         assert!(missing.len() == 1 && missing[0].contains("no .maxntid"));
-        let too_big = check(Arch::Sm90a, &k, Some(128), Some(h100.blocks_per_sm(64, 128, 300 << 10)), false);
+        let too_big = check("sm_90a", &k, Some(128), Some(h100.blocks_per_sm(64, 128, 300 << 10)), false);
         assert!(too_big[0].contains("no block fits"));
         let spills = KernelResources { spill_stores: 8, ..k };
-        assert_eq!(check(Arch::Sm80, &spills, Some(128), None, true).len(), 1);
-        assert!(check(Arch::Sm80, &spills, Some(128), None, false).is_empty());
+        assert_eq!(check("sm_80", &spills, Some(128), None, true).len(), 1);
+        assert!(check("sm_80", &spills, Some(128), None, false).is_empty());
     }
 
     #[test]

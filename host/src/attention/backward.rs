@@ -4,9 +4,9 @@
 
 use super::forward::{FlashAttention, ForwardOptions};
 use super::validate_backward::{BackwardLens, BackwardPlan, dq_in_own_kernel, workspace_layout};
+use crate::Element;
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
-use crate::{Element, KernelPath};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, sys};
 use rustflash_abi::{BackwardParams, BackwardTile};
 use std::ffi::c_void;
@@ -164,10 +164,10 @@ impl FlashAttention {
     /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument at
     /// fault (`q`, `k`, `v`, `out`, `lse`, `dout`, `dq`, `dk`, `dv`, `workspace`, `stream`,
     /// `options.softmax_scale`, `options.tile`) as [`BackwardPlan::new`] states the rules, and
-    /// for a stream or buffer of another device's context; [`Error::SharedMemoryLimit`] if no
-    /// tile class (or not the forced one) fits; [`Error::Unsupported`] on a kernel path without
-    /// backward kernels (Volta); driver errors from loading the kernels (all are loaded before
-    /// the first launch) or launching them.
+    /// for a stream or buffer of another device's context (and `q` for bfloat16 on the Volta
+    /// path); [`Error::SharedMemoryLimit`] if no tile class (or not the forced one) fits (on a
+    /// T4's 64 KB every class fits; see `docs/architecture.md`); driver errors from loading the
+    /// kernels (all are loaded before the first launch) or launching them.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<T: Element>(
         &self,
@@ -298,12 +298,7 @@ impl FlashAttention {
         options: &BackwardOptions,
     ) -> Result<Option<BackwardPlan>> {
         let device = self.device();
-        let plan = BackwardPlan::new::<T>(args, lens, options, device.info().shared_memory_per_block)?;
-        let path = device.path();
-        if plan.is_some() && path == KernelPath::Volta {
-            return Err(Error::Unsupported { operation: "backward attention", path });
-        }
-        Ok(plan)
+        BackwardPlan::new::<T>(args, lens, options, device.path(), device.info().shared_memory_per_block)
     }
 
     /// Launches `plan` on `stream` (nothing for `None`): every kernel is loaded first, so a load

@@ -1,11 +1,26 @@
 //! Which kernels run a problem: the row of [`FORWARD_CONFIGS`] (or [`BACKWARD_CONFIGS`]) for
-//! the element type and head-dim bucket, in the largest tile class the GPU's shared memory holds
-//! (or the class a caller forces).
+//! the kernel path's matrix-multiply family, the element type and the head-dim bucket, in the
+//! largest tile class the GPU's shared memory holds (or the class a caller forces).
 
+use crate::KernelPath;
 use crate::error::{Error, Result};
 use rustflash_abi::{
     BACKWARD_CONFIGS, BackwardConfig, BackwardTile, Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile,
+    MmaFamily,
 };
+
+/// WMMA (the Volta path) has no bfloat16: an error naming q's dtype.
+fn check_dtype(path: KernelPath, dtype: Dtype) -> Result<MmaFamily> {
+    let family = path.family();
+    if family == MmaFamily::Wmma && dtype != Dtype::F16 {
+        return Err(Error::invalid(
+            "q",
+            format!("float16 on the {path} path (bfloat16 needs compute capability 8.0 or newer)"),
+            dtype.name(),
+        ));
+    }
+    Ok(family)
+}
 
 /// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it; `None`
 /// outside 1..=256.
@@ -16,17 +31,21 @@ pub fn bucket(head_dim: usize) -> Option<usize> {
     FORWARD_CONFIGS.iter().map(|c| c.head_dim).filter(|&b| b >= head_dim).min()
 }
 
-/// The kernel for `dtype` and `head_dim` (1..=256): the forced class, or the first class in
-/// [`ForwardTile::ALL`] whose shared memory fits `shared_limit` bytes per block.
+/// The kernel of `path`'s family for `dtype` and `head_dim` (1..=256): the forced class, or the
+/// first class in [`ForwardTile::ALL`] whose shared memory fits `shared_limit` bytes per block.
 pub fn select(
+    path: KernelPath,
     dtype: Dtype,
     head_dim: usize,
     forced: Option<ForwardTile>,
     shared_limit: usize,
 ) -> Result<&'static ForwardConfig> {
     let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
+    let family = check_dtype(path, dtype)?;
     let row = |tile: ForwardTile| {
-        FORWARD_CONFIGS.iter().find(|c| c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
+        FORWARD_CONFIGS
+            .iter()
+            .find(|c| c.family == family && c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
     };
     let too_big = |c: &ForwardConfig| Error::SharedMemoryLimit {
         kernel: c.name.into(),
@@ -49,20 +68,24 @@ pub fn select(
     Err(smallest.map(too_big).unwrap_or_else(|| Error::invalid("q", "a head dim with kernels", head_dim)))
 }
 
-/// The backward kernels for `dtype` and `head_dim` (1..=256): the forced class, or the first
-/// class in [`BackwardTile::ALL`] whose kernels all fit `shared_limit` bytes per block
+/// The backward kernels of `path`'s family for `dtype` and `head_dim` (1..=256): the forced
+/// class, or the first class in [`BackwardTile::ALL`] whose kernels all fit `shared_limit` bytes per block
 /// ([`BackwardConfig::max_shared_bytes`], the larger of the main and the deterministic dQ
 /// kernel's: a class serves both modes). [`Error::SharedMemoryLimit`] names the row's kernel
 /// that needs the most.
 pub fn select_backward(
+    path: KernelPath,
     dtype: Dtype,
     head_dim: usize,
     forced: Option<BackwardTile>,
     shared_limit: usize,
 ) -> Result<&'static BackwardConfig> {
     let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
+    let family = check_dtype(path, dtype)?;
     let row = |tile: BackwardTile| {
-        BACKWARD_CONFIGS.iter().find(|c| c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
+        BACKWARD_CONFIGS
+            .iter()
+            .find(|c| c.family == family && c.dtype == dtype && c.head_dim == bucket && c.tile == tile)
     };
     let too_big = |c: &BackwardConfig| Error::SharedMemoryLimit {
         kernel: if c.shared_bytes() >= c.dq_shared_bytes() { c.name } else { c.dq_name }.into(),
@@ -93,7 +116,7 @@ mod tests {
 
     #[test]
     fn the_choice_follows_shared_memory() {
-        let pick = |d, limit| select(Dtype::F16, d, None, limit).map(|c| c.tile);
+        let pick = |d, limit| select(KernelPath::Ampere, Dtype::F16, d, None, limit).map(|c| c.tile);
         // H100 227 KB, A100 163 KB, RTX 99 KB: Large everywhere (96 KB at head dim 256).
         for limit in [227 * 1024, 163 * 1024, 99 * 1024] {
             for d in [1, 64, 128, 256] {
@@ -106,22 +129,56 @@ mod tests {
         assert_eq!(pick(256, 64 * 1024).unwrap(), ForwardTile::Small);
         assert!(matches!(pick(256, 48 * 1024), Err(Error::SharedMemoryLimit { .. })));
         assert!(matches!(
-            select(Dtype::F16, 256, Some(ForwardTile::Large), 64 * 1024),
+            select(KernelPath::Ampere, Dtype::F16, 256, Some(ForwardTile::Large), 64 * 1024),
             Err(Error::SharedMemoryLimit { .. })
         ));
     }
 
-    /// Every kernel the dispatch can name is an `.entry` of every module that runs forward
-    /// attention (the sm_80 and sm_90a builds), with the block size its row says.
+    /// The modules that hold a family's kernels.
+    fn modules(family: MmaFamily) -> &'static [&'static str] {
+        match family {
+            MmaFamily::Wmma => &["sm_70"],
+            _ => &["sm_80", "sm_90a"],
+        }
+    }
+
+    /// Every kernel the dispatch can name is an `.entry` of every module of its family, with the
+    /// block size its row says.
     #[test]
     fn every_configured_kernel_is_shipped() {
-        for arch in ["sm_80", "sm_90a"] {
-            for c in FORWARD_CONFIGS {
+        for c in FORWARD_CONFIGS {
+            for &arch in modules(c.family) {
                 let k = crate::ptx::kernel(arch, c.name)
                     .unwrap_or_else(|| panic!("{} is not in the {arch} module", c.name));
                 assert!(k.ptx.contains(&format!(".entry {}(", c.name)), "{} in {arch}", c.name);
                 assert!(k.ptx.contains(&format!(".maxntid {}, 1, 1", c.threads())), "{} in {arch}", c.name);
             }
+        }
+    }
+
+    /// The Volta path picks WMMA rows: Large on a V100 (96 KB) at every head dim; on a T4
+    /// (64 KB) Large forward up to head dim 224, Small above; backward Small from head dim 128 on
+    /// (Large needs up to 94 KB); bfloat16 is an error naming q.
+    #[test]
+    fn the_volta_path_picks_wmma_rows() {
+        let v100 = 96 * 1024;
+        let t4 = 64 * 1024;
+        for d in [1, 32, 64, 100, 128, 160, 192, 224, 256] {
+            let f = select(KernelPath::Volta, Dtype::F16, d, None, v100).unwrap();
+            assert!(f.family == MmaFamily::Wmma && f.tile == ForwardTile::Large, "{}", f.name);
+            assert!(f.name.starts_with("flash_fwd_sm70_f16_"), "{}", f.name);
+            let b = select_backward(KernelPath::Volta, Dtype::F16, d, None, v100).unwrap();
+            assert!(b.family == MmaFamily::Wmma && b.tile == BackwardTile::Large, "{}", b.name);
+            let on_t4 = select(KernelPath::Volta, Dtype::F16, d, None, t4).unwrap().tile;
+            assert_eq!(on_t4, if d <= 224 { ForwardTile::Large } else { ForwardTile::Small }, "head dim {d}");
+            assert!(select_backward(KernelPath::Volta, Dtype::F16, d, None, t4).is_ok(), "head dim {d}");
+        }
+        let err = select(KernelPath::Volta, Dtype::Bf16, 64, None, v100).unwrap_err().to_string();
+        assert!(err.contains("q") && err.contains("bf16") && err.contains("8.0"), "{err}");
+        assert!(select_backward(KernelPath::Volta, Dtype::Bf16, 64, None, v100).is_err());
+        // The Ampere and Hopper paths never pick a WMMA row.
+        for path in [KernelPath::Ampere, KernelPath::Hopper] {
+            assert_eq!(select(path, Dtype::F16, 64, None, t4).unwrap().family, MmaFamily::Sm80);
         }
     }
 
@@ -138,14 +195,18 @@ mod tests {
     #[test]
     fn the_dtype_selects_by_type() {
         for d in [32, 100, 256] {
-            assert!(select(Dtype::Bf16, d, None, 227 * 1024).unwrap().name.contains("_bf16_"));
-            assert!(select(Dtype::F16, d, None, 227 * 1024).unwrap().name.contains("_f16_"));
+            assert!(
+                select(KernelPath::Ampere, Dtype::Bf16, d, None, 227 * 1024).unwrap().name.contains("_bf16_")
+            );
+            assert!(
+                select(KernelPath::Ampere, Dtype::F16, d, None, 227 * 1024).unwrap().name.contains("_f16_")
+            );
         }
     }
 
     #[test]
     fn the_backward_choice_follows_shared_memory() {
-        let pick = |d, limit| select_backward(Dtype::F16, d, None, limit).map(|c| c.tile);
+        let pick = |d, limit| select_backward(KernelPath::Ampere, Dtype::F16, d, None, limit).map(|c| c.tile);
         // H100 227 KB, A100 163 KB: Large at every head dim (145 KB at 128, 144.5 KB at 256).
         for limit in [227 * 1024, 163 * 1024] {
             for d in [1, 32, 64, 96, 128, 160, 192, 224, 256] {
@@ -174,34 +235,39 @@ mod tests {
         for limit in [48 * 1024, 64 * 1024, 99 * 1024, 163 * 1024, 227 * 1024] {
             for d in (32..=256).step_by(32) {
                 let want = BackwardTile::ALL.into_iter().find(|&t| {
-                    BACKWARD_CONFIGS
-                        .iter()
-                        .any(|c| c.head_dim == d && c.tile == t && c.max_shared_bytes() <= limit)
+                    BACKWARD_CONFIGS.iter().any(|c| {
+                        c.family == MmaFamily::Sm80
+                            && c.head_dim == d
+                            && c.tile == t
+                            && c.max_shared_bytes() <= limit
+                    })
                 });
                 assert_eq!(pick(d, limit).ok(), want, "head dim {d} under {limit} bytes");
             }
         }
         // Forced classes.
         assert!(matches!(
-            select_backward(Dtype::F16, 128, Some(BackwardTile::Large), 99 * 1024),
+            select_backward(KernelPath::Ampere, Dtype::F16, 128, Some(BackwardTile::Large), 99 * 1024),
             Err(Error::SharedMemoryLimit { .. })
         ));
-        let small = select_backward(Dtype::Bf16, 128, Some(BackwardTile::Small), 227 * 1024).unwrap();
+        let small =
+            select_backward(KernelPath::Ampere, Dtype::Bf16, 128, Some(BackwardTile::Small), 227 * 1024)
+                .unwrap();
         assert_eq!((small.tile, small.head_dim), (BackwardTile::Small, 128));
         assert!(small.name.contains("_bf16_"));
         assert!(matches!(
-            select_backward(Dtype::F16, 257, None, 227 * 1024),
+            select_backward(KernelPath::Ampere, Dtype::F16, 257, None, 227 * 1024),
             Err(Error::InvalidArgument { .. })
         ));
     }
 
     /// Every backward kernel the dispatch can name (all four of every row) is an `.entry` of the
-    /// sm_80 and sm_90a modules, with the block size its row says.
+    /// modules of its family, with the block size its row says.
     #[test]
     fn every_configured_backward_kernel_is_shipped() {
         let threads = rustflash_abi::ROW_KERNEL_THREADS;
-        for arch in ["sm_80", "sm_90a"] {
-            for c in BACKWARD_CONFIGS {
+        for c in BACKWARD_CONFIGS {
+            for &arch in modules(c.family) {
                 for (name, block) in [
                     (c.name, c.threads()),
                     (c.dq_name, c.dq_threads()),

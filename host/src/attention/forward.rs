@@ -3,7 +3,7 @@
 use super::validate::{ForwardLens, ForwardPlan};
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
-use crate::{Device, Element, KernelPath};
+use crate::{Device, Element};
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, sys};
 use rustflash_abi::{ForwardParams, ForwardTile};
 use std::ffi::c_void;
@@ -106,10 +106,9 @@ impl FlashAttention {
     ///
     /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument at
     /// fault (`q`, `k`, `v`, `out`, `lse`, `stream`, `options.softmax_scale`, `options.tile`) for
-    /// any shape, stride, size, offset, alignment, overlap or buffer-length violation;
-    /// [`Error::SharedMemoryLimit`] if no tile (or not the forced one) fits;
-    /// [`Error::Unsupported`] on a kernel path without forward kernels (Volta); driver errors
-    /// from loading the kernel or the launch.
+    /// any shape, stride, size, offset, alignment, overlap or buffer-length violation, and `q`
+    /// for bfloat16 on the Volta path (WMMA takes float16 only); [`Error::SharedMemoryLimit`] if
+    /// no tile (or not the forced one) fits; driver errors from loading the kernel or the launch.
     #[allow(clippy::too_many_arguments)]
     pub fn forward<T: Element>(
         &self,
@@ -214,12 +213,13 @@ impl FlashAttention {
         lens: Option<&ForwardLens>,
         options: &ForwardOptions,
     ) -> Result<Option<ForwardPlan>> {
-        let plan = ForwardPlan::new::<T>(args, lens, options, self.device.info().shared_memory_per_block)?;
-        let path = self.device.path();
-        if plan.is_some() && path == KernelPath::Volta {
-            return Err(Error::Unsupported { operation: "forward attention", path });
-        }
-        Ok(plan)
+        ForwardPlan::new::<T>(
+            args,
+            lens,
+            options,
+            self.device.path(),
+            self.device.info().shared_memory_per_block,
+        )
     }
 
     /// Launches `plan` on `stream` (nothing for `None`).

@@ -582,10 +582,15 @@ impl ForwardPlan {
     /// 6. An output shares no byte with any other non-empty operand, input or output: their
     ///    address ranges `[lowest, highest]` (bytes) are disjoint. Inputs may overlap each other
     ///    (q, k and v packed in one buffer).
+    ///
+    /// The kernel is `path`'s ([`crate::KernelPath::family`]): the Volta path takes float16 only
+    /// (bfloat16 is an error naming `q`). A forced tile class that does not fit
+    /// `shared_memory_per_block` (or none that does) is [`Error::SharedMemoryLimit`].
     pub fn new<T: Element>(
         args: &RawForward,
         lens: Option<&ForwardLens>,
         options: &ForwardOptions,
+        path: crate::KernelPath,
         shared_memory_per_block: usize,
     ) -> Result<Option<ForwardPlan>> {
         let p =
@@ -596,7 +601,7 @@ impl ForwardPlan {
             return Ok(None);
         }
 
-        let config = dispatch::select(T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
+        let config = dispatch::select(path, T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
         let (bm, bn) = (config.block_m, config.block_n);
         let m_blocks = sq.div_ceil(bm);
         let (padded_q, padded_k) = p.padded_lengths(bm, bn, &args.q.layout.shape, &args.k.layout.shape)?;
@@ -652,7 +657,7 @@ mod tests {
     }
 
     fn plan(a: &RawForward) -> Result<Option<ForwardPlan>> {
-        ForwardPlan::new::<f16>(a, None, &ForwardOptions::default(), H100)
+        ForwardPlan::new::<f16>(a, None, &ForwardOptions::default(), crate::KernelPath::Hopper, H100)
     }
 
     fn argument(r: Result<Option<ForwardPlan>>) -> &'static str {
@@ -766,10 +771,15 @@ mod tests {
     #[test]
     fn forced_tiles_pad_to_their_own_rows() {
         let a = call(1, 65, 33, 1, 32);
-        let small =
-            ForwardPlan::new::<f16>(&a, None, &ForwardOptions::default().tile(ForwardTile::Small), H100)
-                .unwrap()
-                .unwrap();
+        let small = ForwardPlan::new::<f16>(
+            &a,
+            None,
+            &ForwardOptions::default().tile(ForwardTile::Small),
+            crate::KernelPath::Hopper,
+            H100,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(small.params.num_m_blocks, 2);
         assert_eq!(small.config.tile, ForwardTile::Small);
     }

@@ -177,11 +177,12 @@ impl BackwardPlan {
     ///
     /// A forced tile class that does not fit `shared_memory_per_block` (or none that does) is
     /// [`Error::SharedMemoryLimit`]; a class fits when both its main and its dQ kernel do
-    /// ([`BackwardConfig::max_shared_bytes`]).
+    /// ([`BackwardConfig::max_shared_bytes`]). The kernels are `path`'s, as the forward's.
     pub fn new<T: Element>(
         args: &RawBackward,
         lens: Option<&BackwardLens>,
         options: &BackwardOptions,
+        path: crate::KernelPath,
         shared_memory_per_block: usize,
     ) -> Result<Option<BackwardPlan>> {
         let (q, k) = (&args.q.layout, &args.k.layout);
@@ -196,7 +197,7 @@ impl BackwardPlan {
             return Ok(None);
         }
 
-        let config = dispatch::select_backward(T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
+        let config = dispatch::select_backward(path, T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
         let dq_kernel = dq_in_own_kernel(options, bucket);
         let align = BackwardWorkspace::ROW_ALIGN;
         let (padded_q, padded_k) = p.padded_lengths(align, align, &q.shape, &k.shape)?;
@@ -425,7 +426,7 @@ mod tests {
     type AddressMut = fn(&mut RawBackward) -> &mut u64;
 
     fn plan_with(a: &RawBackward, options: &BackwardOptions) -> Result<Option<BackwardPlan>> {
-        BackwardPlan::new::<f16>(a, None, options, H100)
+        BackwardPlan::new::<f16>(a, None, options, crate::KernelPath::Hopper, H100)
     }
 
     fn plan(a: &RawBackward) -> Result<Option<BackwardPlan>> {
@@ -645,8 +646,15 @@ mod tests {
             dv: usize::MAX,
             workspace: need - 1,
         };
-        let with_lens =
-            |lens: &BackwardLens| BackwardPlan::new::<f16>(&a, Some(lens), &BackwardOptions::default(), H100);
+        let with_lens = |lens: &BackwardLens| {
+            BackwardPlan::new::<f16>(
+                &a,
+                Some(lens),
+                &BackwardOptions::default(),
+                crate::KernelPath::Hopper,
+                H100,
+            )
+        };
         assert_eq!(argument(with_lens(&lens)), "workspace");
         lens.workspace = need;
         assert!(with_lens(&lens).unwrap().is_some());
@@ -856,7 +864,9 @@ mod tests {
     #[test]
     fn the_tile_follows_shared_memory_and_the_dtype() {
         let a = call(1, 100, 100, 2, 2, 256);
-        let on = |limit, options: &BackwardOptions| BackwardPlan::new::<bf16>(&a, None, options, limit);
+        let on = |limit, options: &BackwardOptions| {
+            BackwardPlan::new::<bf16>(&a, None, options, crate::KernelPath::Hopper, limit)
+        };
         let large = on(H100, &BackwardOptions::default()).unwrap().unwrap();
         assert_eq!(large.config.tile, BackwardTile::Large);
         assert!(large.config.name.contains("_bf16_d256_"));
@@ -866,13 +876,17 @@ mod tests {
         assert_eq!(forced.config, small.config);
         assert_eq!(forced.launch(BackwardKernel::Main).unwrap().num_m_blocks, 100usize.div_ceil(32) as u32);
         assert!(matches!(on(64 * 1024, &BackwardOptions::default()), Err(Error::SharedMemoryLimit { .. })));
-        // Every row is reachable.
+        // Every row is reachable, on its family's path.
         for c in BACKWARD_CONFIGS {
             let options = BackwardOptions::default().tile(c.tile);
             let a = call(1, 3, 3, 1, 1, c.head_dim);
+            let path = match c.family {
+                rustflash_abi::MmaFamily::Wmma => crate::KernelPath::Volta,
+                _ => crate::KernelPath::Hopper,
+            };
             let p = match c.dtype {
-                rustflash_abi::Dtype::F16 => BackwardPlan::new::<f16>(&a, None, &options, H100),
-                rustflash_abi::Dtype::Bf16 => BackwardPlan::new::<bf16>(&a, None, &options, H100),
+                rustflash_abi::Dtype::F16 => BackwardPlan::new::<f16>(&a, None, &options, path, H100),
+                rustflash_abi::Dtype::Bf16 => BackwardPlan::new::<bf16>(&a, None, &options, path, H100),
             };
             assert_eq!(p.unwrap().unwrap().config, c);
         }

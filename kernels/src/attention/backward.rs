@@ -453,7 +453,9 @@ unsafe fn step<
         commit_group();
     }
 
-    if p.dq_accum != 0 {
+    // Only buckets whose default mode is atomic carry this code (the host computes dQ in the dQ
+    // kernel everywhere else, and without it the larger head dims keep their registers).
+    if const { rustflash_abi::default_atomic_dq(D) } && p.dq_accum != 0 {
         // dQ_i += dS K: the warp's piece of the tile, added into the f32 accumulator.
         let mut dq = [[[0.0f32; 4]; QN]; QM];
         // SAFETY: dSᵀ is complete and visible; K is in shared memory.

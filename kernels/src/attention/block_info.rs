@@ -4,9 +4,7 @@
 //! K-shaped ones (K, V, dK, dV) start. The only part that knows how batches are laid out:
 //! variable-length batches (cumulative sequence offsets) change this file alone.
 
-#[cfg(target_feature = "sm_80")]
 use super::kv_source::KvSource;
-#[cfg(target_feature = "sm_80")]
 use super::tile_load::GlobalTile;
 use crate::element::Element;
 use rustflash_abi::ForwardParams;
@@ -59,7 +57,6 @@ impl BlockInfo {
 
     /// The block's rows of a Q-shaped tensor of `T` at `base` (Q, dO), `cols` elements each, as
     /// the tile loads take them.
-    #[cfg(target_feature = "sm_80")]
     #[inline(always)]
     pub fn query_tile<T: Element>(&self, base: u64, strides: &[u64; 3], cols: u32) -> GlobalTile {
         GlobalTile {
@@ -91,7 +88,6 @@ impl BlockInfo {
     }
 
     /// Where the block's K/V head's keys live.
-    #[cfg(target_feature = "sm_80")]
     #[inline(always)]
     pub fn kv_source<T: Element>(&self, p: &ForwardParams) -> KvSource {
         kv_source::<T>(p, self.batch, self.kv_head)
@@ -132,7 +128,6 @@ impl KeyBlock {
 
     /// Where the block's keys live (key 0 of its head: tiles are numbered from the sequence's
     /// start).
-    #[cfg(target_feature = "sm_80")]
     #[inline(always)]
     pub fn kv_source<T: Element>(&self, p: &ForwardParams) -> KvSource {
         kv_source::<T>(p, self.batch, self.kv_head)
@@ -152,7 +147,6 @@ impl KeyBlock {
 }
 
 /// K and V of head `kv_head` of batch `batch`.
-#[cfg(target_feature = "sm_80")]
 #[inline(always)]
 fn kv_source<T: Element>(p: &ForwardParams, batch: u32, kv_head: u32) -> KvSource {
     KvSource {

@@ -7,7 +7,7 @@
 //! B fragment loaded feeds `MT` products.
 
 use super::smem_tile::SmemTile;
-use super::warp_mma::{Major, Origin, WarpMma};
+use super::warp_mma::{ARegs, Major, Origin, WarpMma};
 use crate::element::Element;
 use crate::primitives::index::lane_id;
 use crate::primitives::ldmatrix::ldmatrix_x4;
@@ -73,13 +73,7 @@ impl Sm80 {
 }
 
 impl WarpMma for Sm80 {
-    type ARegs = [u32; 4];
-
-    #[inline(always)]
-    fn position(e: usize) -> (u32, u32) {
-        let l = lane_id();
-        (l / 4 + 8 * (e as u32 / 2), 2 * (l % 4) + (e as u32 % 2))
-    }
+    const SCRATCH_BYTES: usize = 0;
 
     #[inline(always)]
     unsafe fn gemm_ss<
@@ -126,7 +120,7 @@ impl WarpMma for Sm80 {
         const DB: usize,
     >(
         acc: &mut [[[f32; 4]; NT]; MT],
-        a: &[[[u32; 4]; KS]; MT],
+        a: &[[ARegs; KS]; MT],
         b: SmemTile<DB>,
         b_at: Origin,
     ) {
@@ -141,26 +135,5 @@ impl WarpMma for Sm80 {
                 }
             }
         }
-    }
-
-    #[inline(always)]
-    fn to_a<T: Element, const MT: usize, const NT: usize, const KS: usize>(
-        acc: &[[[f32; 4]; NT]; MT],
-    ) -> [[[u32; 4]; KS]; MT] {
-        const { assert!(NT == 2 * KS) };
-        let mut a = [[[0u32; 4]; KS]; MT];
-        for mt in 0..MT {
-            for ks in 0..KS {
-                // The accumulators of two adjacent 8-column tiles are exactly an A fragment.
-                let (lo, hi) = (&acc[mt][2 * ks], &acc[mt][2 * ks + 1]);
-                a[mt][ks] = [
-                    T::pack2(lo[0], lo[1]),
-                    T::pack2(lo[2], lo[3]),
-                    T::pack2(hi[0], hi[1]),
-                    T::pack2(hi[2], hi[3]),
-                ];
-            }
-        }
-        a
     }
 }

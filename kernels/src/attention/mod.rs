@@ -11,7 +11,7 @@
 //! | K/V source: where key tile `j` lives | [`kv_source`] | a paged KV cache |
 //! | global → shared copies | [`tile_load`] | TMA on Hopper |
 //! | shared-memory tile layout | [`smem_tile`] | |
-//! | warp matrix multiply | [`warp_mma`] (trait), [`mma_sm80`] (`mma.sync`) | WMMA (Volta), `wgmma` (Hopper) |
+//! | warp matrix multiply | [`warp_mma`] (trait), `mma_sm80` (`mma.sync`), [`mma_wmma`] (WMMA) | `wgmma` (Hopper) |
 //! | mask | [`mask`] | sliding windows |
 //! | online softmax | [`online_softmax`] | softcapping |
 //! | mainloop over key tiles | [`mainloop`] | pipelining, Hopper producer/consumer |
@@ -23,29 +23,21 @@
 //! | entry points, one per configuration row | `entries` | |
 
 pub mod block_info;
-#[cfg(target_feature = "sm_80")]
 pub mod kv_source;
 pub mod mask;
+pub mod mma_wmma;
 pub mod online_softmax;
 pub mod smem_tile;
 pub mod warp_mma;
 
-#[cfg(target_feature = "sm_80")]
 pub mod backward;
-#[cfg(target_feature = "sm_80")]
 pub mod backward_dq;
-#[cfg(target_feature = "sm_80")]
 pub mod backward_rows;
-#[cfg(target_feature = "sm_80")]
 pub mod epilogue;
-#[cfg(target_feature = "sm_80")]
 pub mod forward;
-#[cfg(target_feature = "sm_80")]
 pub mod mainloop;
 #[cfg(target_feature = "sm_80")]
 pub mod mma_sm80;
-#[cfg(target_feature = "sm_80")]
 pub mod tile_load;
 
-#[cfg(target_feature = "sm_80")]
 mod entries;

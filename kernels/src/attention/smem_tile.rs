@@ -5,6 +5,11 @@
 //! rows; without the swizzle those all fall in the same banks whenever a row is a multiple of
 //! 128 bytes long, and the 8 reads would be served one after another.
 //!
+//! WMMA (the `sm_70` build) loads plain strided tiles, so there rows are not swizzled but padded
+//! by 16 bytes instead, which spreads the rows of a 16-row load over the banks (the family's
+//! [`rustflash_abi::MmaFamily::tile_row_bytes`] says the same to the host). Every part addresses
+//! tiles through [`SmemTile::chunk_addr`] and its per-lane form, so no other code knows which.
+//!
 //! Addresses split into a per-lane part computed once ([`SmemTile::lane`]) and a compile-time
 //! part per chunk, so an unrolled loop over chunks costs one `xor` and an immediate offset per
 //! access instead of a full address computation.
@@ -25,7 +30,11 @@ pub struct LaneRow {
 
 impl<const D: usize> SmemTile<D> {
     pub const CHUNKS: usize = D / 8;
+    #[cfg(target_feature = "sm_80")]
     pub const ROW_BYTES: u32 = 2 * D as u32;
+    #[cfg(not(target_feature = "sm_80"))]
+    pub const ROW_BYTES: u32 = 2 * D as u32 + 16;
+    #[cfg(target_feature = "sm_80")]
     const SWIZZLE: u32 = {
         let mut s = 8;
         while !(D / 8).is_multiple_of(s) {
@@ -36,7 +45,7 @@ impl<const D: usize> SmemTile<D> {
 
     /// Bytes a tile of `rows` rows takes.
     pub const fn bytes(rows: usize) -> usize {
-        rows * 2 * D
+        rows * Self::ROW_BYTES as usize
     }
 
     /// The tile `bytes` further on in shared memory.
@@ -57,12 +66,27 @@ impl<const D: usize> SmemTile<D> {
         self.lane_plus(row, 0)
     }
 
+    /// The chunk permutation of row `row` (xor-ed into chunk numbers).
+    #[cfg(target_feature = "sm_80")]
+    #[inline(always)]
+    fn row_swizzle(row: u32) -> u32 {
+        row % Self::SWIZZLE
+    }
+    #[cfg(not(target_feature = "sm_80"))]
+    #[inline(always)]
+    fn row_swizzle(_row: u32) -> u32 {
+        0
+    }
+
     /// Row `row`, whose chunks are `c + extra` for compile-time even `c` and `extra` 0 or 1 (a
     /// lane-dependent half of an `ldmatrix` address): since `c + extra = c ^ extra`, `extra`
     /// joins the swizzle and the chunk offset stays a compile-time constant.
     #[inline(always)]
     pub fn lane_plus(self, row: u32, extra: u32) -> LaneRow {
-        LaneRow { row_addr: self.base + row * Self::ROW_BYTES, swizzle: ((row % Self::SWIZZLE) ^ extra) << 4 }
+        LaneRow {
+            row_addr: self.base + row * Self::ROW_BYTES,
+            swizzle: (Self::row_swizzle(row) ^ extra) << 4,
+        }
     }
 }
 

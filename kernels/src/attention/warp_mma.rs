@@ -21,6 +21,14 @@
 
 use super::smem_tile::SmemTile;
 use crate::element::Element;
+use crate::primitives::index::lane_id;
+
+/// An A operand in registers: one 16 x 16 tile in the `mma.m16n8k16` A layout (lane `l`,
+/// `g = l / 4`, `t = l % 4`: registers hold the pairs at (row, columns) `(g, 2t)`, `(g + 8, 2t)`,
+/// `(g, 2t + 8)`, `(g + 8, 2t + 8)`), two elements of the element type per register. Like the
+/// accumulator layout, part of the trait's contract: the softmax's P and the backward's dS are
+/// made by rounding accumulators in place ([`WarpMma::to_a`]).
+pub type ARegs = [u32; 4];
 
 /// How an operand tile is stored: `KMajor` when the contraction dimension is contiguous (a row
 /// of the tile is one m or n index), `MnMajor` when the other one is.
@@ -47,12 +55,17 @@ pub struct Origin {
 
 /// A warp-level matrix-multiply family with m16n8 accumulators.
 pub trait WarpMma {
-    /// An A operand in registers: one 16 x 16 tile.
-    type ARegs: Copy;
+    /// Shared memory the family needs per warp, at the end of the block's dynamic shared memory
+    /// (the configuration row counts it: `rustflash_abi::MmaFamily::scratch_bytes`).
+    const SCRATCH_BYTES: usize;
 
     /// Row and column, within its 16 x 8 tile, of element `e` (0..4) of this lane's
     /// accumulator.
-    fn position(e: usize) -> (u32, u32);
+    #[inline(always)]
+    fn position(e: usize) -> (u32, u32) {
+        let l = lane_id();
+        (l / 4 + 8 * (e as u32 / 2), 2 * (l % 4) + (e as u32 % 2))
+    }
 
     /// `acc += A · B` over `16 KS` values of k: A is `16 MT` rows, B is `8 NT` columns, both read
     /// from shared memory in the given orientations.
@@ -89,14 +102,31 @@ pub trait WarpMma {
         const DB: usize,
     >(
         acc: &mut [[[f32; 4]; NT]; MT],
-        a: &[[Self::ARegs; KS]; MT],
+        a: &[[ARegs; KS]; MT],
         b: SmemTile<DB>,
         b_at: Origin,
     );
 
     /// Accumulators of 16 x 16 tiles (two adjacent 8-column tiles each), rounded to `T`, as A
     /// operands of the next product: how P feeds `P V` without shared memory.
+    #[inline(always)]
     fn to_a<T: Element, const MT: usize, const NT: usize, const KS: usize>(
         acc: &[[[f32; 4]; NT]; MT],
-    ) -> [[Self::ARegs; KS]; MT];
+    ) -> [[ARegs; KS]; MT] {
+        const { assert!(NT == 2 * KS) };
+        let mut a = [[[0u32; 4]; KS]; MT];
+        for mt in 0..MT {
+            for ks in 0..KS {
+                // The accumulators of two adjacent 8-column tiles are exactly an A fragment.
+                let (lo, hi) = (&acc[mt][2 * ks], &acc[mt][2 * ks + 1]);
+                a[mt][ks] = [
+                    T::pack2(lo[0], lo[1]),
+                    T::pack2(lo[2], lo[3]),
+                    T::pack2(hi[0], hi[1]),
+                    T::pack2(hi[2], hi[3]),
+                ];
+            }
+        }
+        a
+    }
 }

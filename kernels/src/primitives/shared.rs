@@ -18,6 +18,15 @@ pub fn dynamic_smem_base() -> u32 {
     base
 }
 
+/// The launch's dynamic shared memory in bytes (`%dynamic_smem_size`).
+#[inline(always)]
+pub fn dynamic_smem_size() -> u32 {
+    let size: u32;
+    // SAFETY: reads a special register that is constant for the launch.
+    unsafe { asm!("mov.u32 {r}, %dynamic_smem_size;", r = out(reg32) size, options(pure, nomem, nostack)) };
+    size
+}
+
 /// # Safety
 /// `addr` is 4-byte aligned and inside the launch's dynamic shared memory.
 #[inline(always)]
