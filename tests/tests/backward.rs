@@ -144,67 +144,8 @@ fn case(
 fn plan() -> Vec<Planned> {
     let mut plan = Vec::new();
 
-    // The matrix: dtype x head dim x lengths x causal; GQA, placement, tile and mode rotate
-    // through it. Quick: 4 head dims x 4 length pairs, each with both masks (one per dtype).
-    let mut i = 0;
-    for bf16 in [false, true] {
-        for (di, d) in HEAD_DIMS.into_iter().enumerate() {
-            for (li, lens) in SEQLENS.into_iter().enumerate() {
-                for causal in [false, true] {
-                    let c = case(
-                        bf16,
-                        d,
-                        lens,
-                        causal,
-                        GQA[i % 3],
-                        PLACEMENTS[(i / 3) % 3],
-                        TILES[(i / 9) % 3],
-                        (i / 27) % 2 == 1,
-                    );
-                    let quick = QUICK_DIMS.contains(&d)
-                        && QUICK_SEQLENS.contains(&lens)
-                        && (bf16 as usize + causal as usize + di + li) % 2 == 0;
-                    plan.push(planned("matrix", c, Kind::Check).quick_if(quick));
-                    i += 1;
-                }
-            }
-        }
-    }
-
-    // Each tile class forced on every bucket, in both modes: packed square problems at the
-    // bucket's head dim, and padded GQA ones three below it with causal rows without keys.
-    for (n, bucket) in BUCKETS.into_iter().enumerate() {
-        for tile in BackwardTile::ALL {
-            for deterministic in [false, true] {
-                let packed = (n + deterministic as usize) % 2 == 0;
-                let c = if packed {
-                    case(
-                        n % 2 == 1,
-                        bucket,
-                        (97, 97),
-                        tile == BackwardTile::Small,
-                        1,
-                        Placement::Packed,
-                        Some(tile),
-                        deterministic,
-                    )
-                } else {
-                    case(
-                        n % 2 == 1,
-                        bucket - 3,
-                        (150, 77),
-                        true,
-                        2,
-                        Placement::Padded,
-                        Some(tile),
-                        deterministic,
-                    )
-                };
-                let quick = deterministic == (tile == BackwardTile::Small);
-                plan.push(planned("tile", c, Kind::Check).quick_if(quick));
-            }
-        }
-    }
+    plan.extend(matrix("matrix", &[false, true], |c| c));
+    plan.extend(forced_tiles("tile", |c| c));
 
     // Every head dim from 1 to 256 at one small shape.
     for d in 1..=256 {
@@ -356,6 +297,59 @@ fn plan() -> Vec<Planned> {
     plan
 }
 
+/// The matrix: dtype x head dim x lengths x causal; GQA, placement, tile and mode rotate through
+/// it; each case as `on` makes it (its path). Quick: 4 head dims x 4 length pairs, each with both
+/// masks (one per dtype).
+fn matrix(group: &str, dtypes: &[bool], on: fn(BackwardCase) -> BackwardCase) -> Vec<Planned> {
+    let mut plan = Vec::new();
+    let mut i = 0;
+    for &bf16 in dtypes {
+        for (di, d) in HEAD_DIMS.into_iter().enumerate() {
+            for (li, lens) in SEQLENS.into_iter().enumerate() {
+                for causal in [false, true] {
+                    let c = case(
+                        bf16,
+                        d,
+                        lens,
+                        causal,
+                        GQA[i % 3],
+                        PLACEMENTS[(i / 3) % 3],
+                        TILES[(i / 9) % 3],
+                        (i / 27) % 2 == 1,
+                    );
+                    let quick = QUICK_DIMS.contains(&d)
+                        && QUICK_SEQLENS.contains(&lens)
+                        && (bf16 as usize + causal as usize + di + li) % 2 == 0;
+                    plan.push(planned(group, on(c), Kind::Check).quick_if(quick));
+                    i += 1;
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Each tile class forced on every bucket, in both modes: packed square problems at the bucket's
+/// head dim, and padded GQA ones three below it with causal rows without keys; each case as `on`
+/// makes it.
+fn forced_tiles(group: &str, on: fn(BackwardCase) -> BackwardCase) -> Vec<Planned> {
+    let mut plan = Vec::new();
+    for (n, bucket) in BUCKETS.into_iter().enumerate() {
+        for tile in BackwardTile::ALL {
+            for deterministic in [false, true] {
+                let (bf16, small) = (n % 2 == 1, tile == BackwardTile::Small);
+                let c = if (n + deterministic as usize) % 2 == 0 {
+                    case(bf16, bucket, (97, 97), small, 1, Placement::Packed, Some(tile), deterministic)
+                } else {
+                    case(bf16, bucket - 3, (150, 77), true, 2, Placement::Padded, Some(tile), deterministic)
+                };
+                plan.push(planned(group, on(c), Kind::Check).quick_if(deterministic == small));
+            }
+        }
+    }
+    plan
+}
+
 /// `c` on the Volta path (WMMA: the sm_70 module, forced on this GPU), in float16.
 fn volta(mut c: BackwardCase) -> BackwardCase {
     c.bf16 = false;
@@ -367,42 +361,8 @@ fn volta(mut c: BackwardCase) -> BackwardCase {
 /// the Ampere matrix), each tile class forced on every bucket in both modes, every head dim,
 /// the deterministic mode bit for bit, and our own forward's context.
 fn volta_plan() -> Vec<Planned> {
-    let mut plan = Vec::new();
-    let mut i = 0;
-    for (di, d) in HEAD_DIMS.into_iter().enumerate() {
-        for (li, lens) in SEQLENS.into_iter().enumerate() {
-            for causal in [false, true] {
-                let c = case(
-                    false,
-                    d,
-                    lens,
-                    causal,
-                    GQA[i % 3],
-                    PLACEMENTS[(i / 3) % 3],
-                    TILES[(i / 9) % 3],
-                    (i / 27) % 2 == 1,
-                );
-                let quick = QUICK_DIMS.contains(&d)
-                    && QUICK_SEQLENS.contains(&lens)
-                    && (causal as usize + di + li) % 2 == 0;
-                plan.push(planned("volta_matrix", volta(c), Kind::Check).quick_if(quick));
-                i += 1;
-            }
-        }
-    }
-    for (n, bucket) in BUCKETS.into_iter().enumerate() {
-        for tile in BackwardTile::ALL {
-            for deterministic in [false, true] {
-                let c = if (n + deterministic as usize) % 2 == 0 {
-                    case(false, bucket, (97, 97), true, 1, Placement::Packed, Some(tile), deterministic)
-                } else {
-                    case(false, bucket - 3, (150, 77), true, 2, Placement::Padded, Some(tile), deterministic)
-                };
-                let quick = deterministic == (tile == BackwardTile::Small);
-                plan.push(planned("volta_tile", volta(c), Kind::Check).quick_if(quick));
-            }
-        }
-    }
+    let mut plan = matrix("volta_matrix", &[false], volta);
+    plan.extend(forced_tiles("volta_tile", volta));
     for d in 1..=256 {
         let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
         c.shape.heads_q = 2;
