@@ -280,17 +280,21 @@ macro_rules! backward_convert_kernel_name {
 /// `sm70` rows (WMMA, float16 only), sized for shared memory: Large fits a V100's 96 KB at every
 /// head dim, Small a T4's 64 KB at every head dim (one query-tile buffer: there is no `cp.async`
 /// to overlap).
+///
+/// `tf32` and `tf32x3` rows (float32, tiles twice as wide in bytes): 32 query rows per tile, so
+/// that Pᵀ and dSᵀ in registers (twice float16's size) leave room for dK and dV; Large fits an
+/// A100's 163 KB, Small 99 KB (RTX 30/40) up to head dim 224 (256 needs 100 KB).
 #[macro_export]
 macro_rules! backward_configs {
     ($callback:path) => {
-        $crate::__backward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]);
+        $crate::__backward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]; [tf32, tf32x3]);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __backward_rows {
-    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]) => {
+    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]; [$($ffam:ident),*]) => {
         $callback! {$(
             (sm80, $dt, $variant, 32, Large, 128, 128, 8, 1, 2, 64, 64)
             (sm80, $dt, $variant, 64, Large, 64, 128, 8, 1, 2, 64, 64)
@@ -325,6 +329,23 @@ macro_rules! __backward_rows {
             (sm70, $vdt, $vvariant, 192, Small, 32, 16, 1, 2, 1, 32, 16)
             (sm70, $vdt, $vvariant, 224, Small, 32, 16, 1, 2, 1, 32, 16)
             (sm70, $vdt, $vvariant, 256, Small, 32, 16, 1, 2, 1, 32, 16)
+        )* $(
+            ($ffam, f32, F32, 32, Large, 32, 64, 4, 1, 2, 64, 64)
+            ($ffam, f32, F32, 64, Large, 32, 64, 4, 1, 2, 64, 64)
+            ($ffam, f32, F32, 96, Large, 32, 64, 4, 1, 2, 64, 64)
+            ($ffam, f32, F32, 128, Large, 32, 64, 4, 1, 1, 64, 32)
+            ($ffam, f32, F32, 160, Large, 32, 32, 2, 2, 1, 32, 32)
+            ($ffam, f32, F32, 192, Large, 32, 32, 2, 2, 1, 32, 32)
+            ($ffam, f32, F32, 224, Large, 32, 32, 2, 2, 1, 32, 32)
+            ($ffam, f32, F32, 256, Large, 32, 32, 2, 2, 1, 32, 32)
+            ($ffam, f32, F32, 32, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($ffam, f32, F32, 64, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($ffam, f32, F32, 96, Small, 32, 64, 4, 1, 1, 32, 32)
+            ($ffam, f32, F32, 128, Small, 32, 32, 2, 1, 1, 32, 32)
+            ($ffam, f32, F32, 160, Small, 32, 16, 1, 2, 1, 32, 16)
+            ($ffam, f32, F32, 192, Small, 32, 16, 1, 2, 1, 32, 16)
+            ($ffam, f32, F32, 224, Small, 32, 16, 1, 2, 1, 32, 16)
+            ($ffam, f32, F32, 256, Small, 32, 16, 1, 2, 1, 32, 16)
         )*}
     };
 }
@@ -390,7 +411,8 @@ mod tests {
                     && o.head_dim == c.head_dim
                     && o.tile == tile));
             }
-            assert!(c.family == MmaFamily::Sm80 || c.dtype == Dtype::F16, "{}", c.name);
+            assert_eq!(c.dtype.bytes(), c.family.element_bytes(), "{}", c.name);
+            assert!(c.family != MmaFamily::Wmma || c.dtype == Dtype::F16, "{}", c.name);
             assert_eq!(BACKWARD_CONFIGS.iter().filter(|o| o.name == c.name).count(), 1, "{}", c.name);
         }
     }
@@ -402,6 +424,8 @@ mod tests {
                 (MmaFamily::Wmma, BackwardTile::Large) => 96 * 1024,
                 (_, BackwardTile::Large) => 163 * 1024,
                 (MmaFamily::Wmma, BackwardTile::Small) => 64 * 1024,
+                (MmaFamily::Tf32 | MmaFamily::Tf32x3, BackwardTile::Small) if c.head_dim <= 224 => 99 * 1024,
+                (MmaFamily::Tf32 | MmaFamily::Tf32x3, BackwardTile::Small) => 101 * 1024,
                 (_, BackwardTile::Small) if c.head_dim <= 224 => 64 * 1024,
                 (_, BackwardTile::Small) => 99 * 1024,
             };

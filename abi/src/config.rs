@@ -13,18 +13,25 @@ pub enum Dtype {
     F16,
     /// bfloat16 (`half::bf16`): 8 exponent bits, 7 mantissa bits.
     Bf16,
+    /// IEEE 754 single precision: TF32 tensor cores (one product, or three for the accurate
+    /// mode) on compute capability 8.0 and newer.
+    F32,
 }
 
 impl Dtype {
-    /// The size of one element in bytes (2 for both types).
+    /// The size of one element in bytes.
     pub const fn bytes(self) -> usize {
-        2
+        match self {
+            Dtype::F16 | Dtype::Bf16 => 2,
+            Dtype::F32 => 4,
+        }
     }
-    /// `"f16"` or `"bf16"`, as the kernels' names spell it.
+    /// `"f16"`, `"bf16"` or `"f32"`, as the kernels' names spell it.
     pub const fn name(self) -> &'static str {
         match self {
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
+            Dtype::F32 => "f32",
         }
     }
 }
@@ -43,21 +50,39 @@ pub enum MmaFamily {
     /// at the end of the block's shared memory, through which its accumulators reach the m16n8
     /// layout the kernels index (the WMMA layout is opaque).
     Wmma,
+    /// `mma.sync` m16n8k8 on TF32 (float32 inputs, one product per operand pair, each operand
+    /// rounded to TF32's 10 mantissa bits): the `sm_80` and `sm_90a` modules. Tiles are
+    /// swizzled rows of `4 · cols` bytes.
+    Tf32,
+    /// As [`MmaFamily::Tf32`], with each operand split into a high and a low TF32 part and three
+    /// products per pair (`hi·hi + hi·lo + lo·hi`, "3xTF32"): about float32's accuracy for three
+    /// times the tensor-core work.
+    Tf32x3,
 }
 
 impl MmaFamily {
-    /// `"sm80"` or `"sm70"`, as kernel names spell it.
+    /// `"sm80"`, `"sm70"`, `"tf32"` or `"tf32x3"`, as kernel names spell it.
     pub const fn name(self) -> &'static str {
         match self {
             MmaFamily::Sm80 => "sm80",
             MmaFamily::Wmma => "sm70",
+            MmaFamily::Tf32 => "tf32",
+            MmaFamily::Tf32x3 => "tf32x3",
         }
     }
 
-    /// Bytes per row of a shared-memory tile of `cols` 16-bit elements.
+    /// The element size of the family's operands in shared memory, in bytes.
+    pub const fn element_bytes(self) -> usize {
+        match self {
+            MmaFamily::Sm80 | MmaFamily::Wmma => 2,
+            MmaFamily::Tf32 | MmaFamily::Tf32x3 => 4,
+        }
+    }
+
+    /// Bytes per row of a shared-memory tile of `cols` elements.
     pub const fn tile_row_bytes(self, cols: usize) -> usize {
         match self {
-            MmaFamily::Sm80 => 2 * cols,
+            MmaFamily::Sm80 | MmaFamily::Tf32 | MmaFamily::Tf32x3 => self.element_bytes() * cols,
             MmaFamily::Wmma => 2 * cols + 16,
         }
     }
@@ -65,13 +90,13 @@ impl MmaFamily {
     /// Scratch bytes per warp at the end of dynamic shared memory (one 16 x 16 f32 tile).
     pub const fn scratch_bytes(self) -> usize {
         match self {
-            MmaFamily::Sm80 => 0,
+            MmaFamily::Sm80 | MmaFamily::Tf32 | MmaFamily::Tf32x3 => 0,
             MmaFamily::Wmma => 1024,
         }
     }
 }
 
-/// The [`MmaFamily`] a row of the configuration tables names (`sm80` or `sm70`).
+/// The [`MmaFamily`] a row of the configuration tables names (`sm80`, `sm70`, `tf32`, `tf32x3`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! mma_family {
@@ -80,6 +105,12 @@ macro_rules! mma_family {
     };
     (sm70) => {
         $crate::MmaFamily::Wmma
+    };
+    (tf32) => {
+        $crate::MmaFamily::Tf32
+    };
+    (tf32x3) => {
+        $crate::MmaFamily::Tf32x3
     };
 }
 
@@ -168,17 +199,21 @@ macro_rules! forward_kernel_name {
 ///
 /// `sm70` shapes (WMMA, float16 only), sized for shared memory: Large fits a V100's 96 KB at every
 /// head dim and a T4's 64 KB up to head dim 224; Small fits 64 KB everywhere.
+///
+/// `tf32` and `tf32x3` shapes (float32: tiles twice as wide in bytes, and P in registers twice
+/// as large as float16's), one 16-row tile per warp: Large fits 99 KB (RTX 30/40) at every head
+/// dim, Small 64 KB.
 #[macro_export]
 macro_rules! forward_configs {
     ($callback:path) => {
-        $crate::__forward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]);
+        $crate::__forward_rows!($callback; [f16 F16, bf16 Bf16]; [f16 F16]; [tf32, tf32x3]);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __forward_rows {
-    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]) => {
+    ($callback:path; [$($dt:ident $variant:ident),*]; [$($vdt:ident $vvariant:ident),*]; [$($ffam:ident),*]) => {
         $callback! {$(
             (sm80, $dt, $variant, 32, 128, 128, 4, 1, Large)
             (sm80, $dt, $variant, 64, 128, 128, 4, 1, Large)
@@ -213,6 +248,23 @@ macro_rules! __forward_rows {
             (sm70, $vdt, $vvariant, 192, 64, 16, 4, 1, Small)
             (sm70, $vdt, $vvariant, 224, 64, 16, 4, 1, Small)
             (sm70, $vdt, $vvariant, 256, 64, 16, 4, 1, Small)
+        )* $(
+            ($ffam, f32, F32, 32, 64, 64, 4, 1, Large)
+            ($ffam, f32, F32, 64, 64, 64, 4, 1, Large)
+            ($ffam, f32, F32, 96, 64, 64, 4, 1, Large)
+            ($ffam, f32, F32, 128, 64, 64, 4, 1, Large)
+            ($ffam, f32, F32, 160, 64, 32, 4, 1, Large)
+            ($ffam, f32, F32, 192, 64, 32, 4, 1, Large)
+            ($ffam, f32, F32, 224, 64, 16, 4, 1, Large)
+            ($ffam, f32, F32, 256, 64, 16, 4, 1, Large)
+            ($ffam, f32, F32, 32, 64, 32, 4, 1, Small)
+            ($ffam, f32, F32, 64, 64, 32, 4, 1, Small)
+            ($ffam, f32, F32, 96, 64, 32, 4, 1, Small)
+            ($ffam, f32, F32, 128, 64, 32, 4, 1, Small)
+            ($ffam, f32, F32, 160, 64, 16, 4, 1, Small)
+            ($ffam, f32, F32, 192, 32, 16, 2, 1, Small)
+            ($ffam, f32, F32, 224, 32, 16, 2, 1, Small)
+            ($ffam, f32, F32, 256, 32, 16, 2, 1, Small)
         )*}
     };
 }
@@ -264,8 +316,9 @@ mod tests {
                     && o.head_dim == c.head_dim
                     && o.tile == tile));
             }
-            // WMMA has no bf16.
-            assert!(c.family == MmaFamily::Sm80 || c.dtype == Dtype::F16, "{}", c.name);
+            // Each family takes its own element types: WMMA f16, TF32 f32.
+            assert_eq!(c.dtype.bytes(), c.family.element_bytes(), "{}", c.name);
+            assert!(c.family != MmaFamily::Wmma || c.dtype == Dtype::F16, "{}", c.name);
             // Names are unique (one entry point each).
             assert_eq!(FORWARD_CONFIGS.iter().filter(|o| o.name == c.name).count(), 1, "{}", c.name);
         }

@@ -49,17 +49,6 @@ impl KernelPath {
     }
 }
 
-impl KernelPath {
-    /// The matrix-multiply family of the path's attention kernels: WMMA on Volta's module,
-    /// `mma.sync` on the others (Hopper's module runs the Ampere kernels until it has its own).
-    pub const fn family(self) -> rustflash_abi::MmaFamily {
-        match self {
-            KernelPath::Volta => rustflash_abi::MmaFamily::Wmma,
-            KernelPath::Ampere | KernelPath::Hopper => rustflash_abi::MmaFamily::Sm80,
-        }
-    }
-}
-
 impl fmt::Display for KernelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} ({})", self, self.arch())

@@ -18,12 +18,12 @@ mod tensor;
 
 pub use attention::{
     BACKWARD_WORKSPACE_ALIGN, BackwardConfig, BackwardKernel, BackwardLaunch, BackwardLens, BackwardOptions,
-    BackwardParams, BackwardPlan, BackwardTile, BackwardWorkspace, FlashAttention, ForwardConfig,
-    ForwardLens, ForwardOptions, ForwardParams, ForwardPlan, ForwardTile, RawBackward, RawForward,
+    BackwardParams, BackwardPlan, BackwardTile, BackwardWorkspace, Dtype, FlashAttention, ForwardConfig,
+    ForwardLens, ForwardOptions, ForwardParams, ForwardPlan, ForwardTile, MmaFamily, RawBackward, RawForward,
     SavedForward,
 };
 pub use device::{Device, DeviceInfo, device_count, driver_available};
-pub use element::Element;
+pub use element::{Element, F32Precision};
 pub use error::{Error, Result};
 pub use kernel_path::KernelPath;
 pub use tensor::{DeviceTensor, DeviceTensorMut, RawTensor};

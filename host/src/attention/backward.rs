@@ -4,9 +4,9 @@
 
 use super::forward::{FlashAttention, ForwardOptions};
 use super::validate_backward::{BackwardLens, BackwardPlan, dq_in_own_kernel, workspace_layout};
-use crate::Element;
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
+use crate::{Element, F32Precision};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, sys};
 use rustflash_abi::{BackwardParams, BackwardTile};
 use std::ffi::c_void;
@@ -46,6 +46,9 @@ pub struct BackwardOptions {
     /// Force a tile class (tests, tuning); default: the first of [`BackwardTile::ALL`] whose
     /// kernels fit the GPU's shared memory.
     pub tile: Option<BackwardTile>,
+    /// How f32 inputs are multiplied (ignored for f16 and bf16); default
+    /// [`F32Precision::Accurate`]. Usually the forward's.
+    pub f32_precision: F32Precision,
 }
 
 impl BackwardOptions {
@@ -69,13 +72,23 @@ impl BackwardOptions {
         self.tile = Some(tile);
         self
     }
+    /// Sets how f32 inputs are multiplied (the forward's, usually).
+    pub fn f32_precision(mut self, precision: F32Precision) -> Self {
+        self.f32_precision = precision;
+        self
+    }
 }
 
 impl From<&ForwardOptions> for BackwardOptions {
-    /// The forward's scale and mask, in the default (non-deterministic) mode, with no forced
-    /// tile (the forward's tile classes are not the backward's).
+    /// The forward's scale, mask and f32 precision, in the default (non-deterministic) mode,
+    /// with no forced tile (the forward's tile classes are not the backward's).
     fn from(forward: &ForwardOptions) -> Self {
-        BackwardOptions { softmax_scale: forward.softmax_scale, causal: forward.causal, ..Default::default() }
+        BackwardOptions {
+            softmax_scale: forward.softmax_scale,
+            causal: forward.causal,
+            f32_precision: forward.f32_precision,
+            ..Default::default()
+        }
     }
 }
 

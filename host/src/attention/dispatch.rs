@@ -1,25 +1,33 @@
 //! Which kernels run a problem: the row of [`FORWARD_CONFIGS`] (or [`BACKWARD_CONFIGS`]) for
-//! the kernel path's matrix-multiply family, the element type and the head-dim bucket, in the
-//! largest tile class the GPU's shared memory holds (or the class a caller forces).
+//! the matrix-multiply family of the kernel path and element type, and the head-dim bucket, in
+//! the largest tile class the GPU's shared memory holds (or the class a caller forces).
 
-use crate::KernelPath;
 use crate::error::{Error, Result};
+use crate::{F32Precision, KernelPath};
 use rustflash_abi::{
     BACKWARD_CONFIGS, BackwardConfig, BackwardTile, Dtype, FORWARD_CONFIGS, ForwardConfig, ForwardTile,
     MmaFamily,
 };
 
-/// WMMA (the Volta path) has no bfloat16: an error naming q's dtype.
-fn check_dtype(path: KernelPath, dtype: Dtype) -> Result<MmaFamily> {
-    let family = path.family();
-    if family == MmaFamily::Wmma && dtype != Dtype::F16 {
-        return Err(Error::invalid(
-            "q",
-            format!("float16 on the {path} path (bfloat16 needs compute capability 8.0 or newer)"),
-            dtype.name(),
-        ));
-    }
-    Ok(family)
+/// The matrix-multiply family that runs `dtype` on `path`: `mma.sync` on the Ampere and Hopper
+/// modules (TF32, once or three times, for f32), WMMA on Volta's, which takes float16 only (an
+/// error naming q's dtype otherwise).
+pub fn family(path: KernelPath, dtype: Dtype, precision: F32Precision) -> Result<MmaFamily> {
+    Ok(match (path, dtype, precision) {
+        (KernelPath::Volta, Dtype::F16, _) => MmaFamily::Wmma,
+        (KernelPath::Volta, _, _) => {
+            return Err(Error::invalid(
+                "q",
+                format!(
+                    "float16 on the {path} path (bfloat16 and float32 need compute capability 8.0 or newer)"
+                ),
+                dtype.name(),
+            ));
+        }
+        (_, Dtype::F32, F32Precision::Tf32) => MmaFamily::Tf32,
+        (_, Dtype::F32, _) => MmaFamily::Tf32x3,
+        (_, _, _) => MmaFamily::Sm80,
+    })
 }
 
 /// The head-dim bucket of `head_dim`: the smallest configured bucket that holds it; `None`
@@ -36,12 +44,13 @@ pub fn bucket(head_dim: usize) -> Option<usize> {
 pub fn select(
     path: KernelPath,
     dtype: Dtype,
+    precision: F32Precision,
     head_dim: usize,
     forced: Option<ForwardTile>,
     shared_limit: usize,
 ) -> Result<&'static ForwardConfig> {
     let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
-    let family = check_dtype(path, dtype)?;
+    let family = family(path, dtype, precision)?;
     let row = |tile: ForwardTile| {
         FORWARD_CONFIGS
             .iter()
@@ -76,12 +85,13 @@ pub fn select(
 pub fn select_backward(
     path: KernelPath,
     dtype: Dtype,
+    precision: F32Precision,
     head_dim: usize,
     forced: Option<BackwardTile>,
     shared_limit: usize,
 ) -> Result<&'static BackwardConfig> {
     let bucket = bucket(head_dim).ok_or_else(|| Error::invalid("q", "head dim 1..=256", head_dim))?;
-    let family = check_dtype(path, dtype)?;
+    let family = family(path, dtype, precision)?;
     let row = |tile: BackwardTile| {
         BACKWARD_CONFIGS
             .iter()
@@ -116,7 +126,9 @@ mod tests {
 
     #[test]
     fn the_choice_follows_shared_memory() {
-        let pick = |d, limit| select(KernelPath::Ampere, Dtype::F16, d, None, limit).map(|c| c.tile);
+        let pick = |d, limit| {
+            select(KernelPath::Ampere, Dtype::F16, F32Precision::default(), d, None, limit).map(|c| c.tile)
+        };
         // H100 227 KB, A100 163 KB, RTX 99 KB: Large everywhere (96 KB at head dim 256).
         for limit in [227 * 1024, 163 * 1024, 99 * 1024] {
             for d in [1, 64, 128, 256] {
@@ -129,7 +141,14 @@ mod tests {
         assert_eq!(pick(256, 64 * 1024).unwrap(), ForwardTile::Small);
         assert!(matches!(pick(256, 48 * 1024), Err(Error::SharedMemoryLimit { .. })));
         assert!(matches!(
-            select(KernelPath::Ampere, Dtype::F16, 256, Some(ForwardTile::Large), 64 * 1024),
+            select(
+                KernelPath::Ampere,
+                Dtype::F16,
+                F32Precision::default(),
+                256,
+                Some(ForwardTile::Large),
+                64 * 1024
+            ),
             Err(Error::SharedMemoryLimit { .. })
         ));
     }
@@ -156,6 +175,46 @@ mod tests {
         }
     }
 
+    /// float32 picks the TF32 rows of its precision on the Ampere and Hopper modules: Large on
+    /// 99 KB and more (forward) or an A100's 163 KB (backward); on 99 KB the backward's Large
+    /// where it fits, else Small up to head dim 224, none at 256; the Volta path refuses it, naming q.
+    #[test]
+    fn f32_picks_the_rows_of_its_precision() {
+        for (precision, family, prefix) in [
+            (F32Precision::Tf32, MmaFamily::Tf32, "tf32_f32"),
+            (F32Precision::Accurate, MmaFamily::Tf32x3, "tf32x3_f32"),
+        ] {
+            for path in [KernelPath::Ampere, KernelPath::Hopper] {
+                for d in [1, 32, 64, 100, 128, 160, 192, 224, 256] {
+                    let f = select(path, Dtype::F32, precision, d, None, 99 * 1024).unwrap();
+                    assert!(f.family == family && f.tile == ForwardTile::Large, "{}", f.name);
+                    assert!(f.name.starts_with(&format!("flash_fwd_{prefix}_")), "{}", f.name);
+                    let b = select_backward(path, Dtype::F32, precision, d, None, 163 * 1024).unwrap();
+                    assert!(b.family == family && b.tile == BackwardTile::Large, "{}", b.name);
+                    assert!(b.pre_name.ends_with(&format!("_{prefix}")), "{}", b.pre_name);
+                    let small = select_backward(path, Dtype::F32, precision, d, None, 99 * 1024);
+                    if d <= 224 {
+                        // Large where it fits 99 KB (b, the Large row), Small elsewhere.
+                        let fits = b.max_shared_bytes() <= 99 * 1024;
+                        let want = if fits { BackwardTile::Large } else { BackwardTile::Small };
+                        assert_eq!(small.unwrap().tile, want, "head dim {d}");
+                    } else {
+                        assert!(matches!(small, Err(Error::SharedMemoryLimit { .. })), "head dim {d}");
+                    }
+                }
+            }
+        }
+        let err = select(KernelPath::Volta, Dtype::F32, F32Precision::Tf32, 64, None, 96 * 1024).unwrap_err();
+        assert!(err.to_string().contains("q"), "{err}");
+        // f16 and bf16 ignore the precision.
+        for precision in [F32Precision::Tf32, F32Precision::Accurate] {
+            assert_eq!(
+                select(KernelPath::Ampere, Dtype::F16, precision, 64, None, 99 * 1024).unwrap().family,
+                MmaFamily::Sm80
+            );
+        }
+    }
+
     /// The Volta path picks WMMA rows: Large on a V100 (96 KB) at every head dim; on a T4
     /// (64 KB) Large forward up to head dim 224, Small above; backward Small from head dim 128 on
     /// (Large needs up to 94 KB); bfloat16 is an error naming q.
@@ -164,21 +223,33 @@ mod tests {
         let v100 = 96 * 1024;
         let t4 = 64 * 1024;
         for d in [1, 32, 64, 100, 128, 160, 192, 224, 256] {
-            let f = select(KernelPath::Volta, Dtype::F16, d, None, v100).unwrap();
+            let f = select(KernelPath::Volta, Dtype::F16, F32Precision::default(), d, None, v100).unwrap();
             assert!(f.family == MmaFamily::Wmma && f.tile == ForwardTile::Large, "{}", f.name);
             assert!(f.name.starts_with("flash_fwd_sm70_f16_"), "{}", f.name);
-            let b = select_backward(KernelPath::Volta, Dtype::F16, d, None, v100).unwrap();
+            let b = select_backward(KernelPath::Volta, Dtype::F16, F32Precision::default(), d, None, v100)
+                .unwrap();
             assert!(b.family == MmaFamily::Wmma && b.tile == BackwardTile::Large, "{}", b.name);
-            let on_t4 = select(KernelPath::Volta, Dtype::F16, d, None, t4).unwrap().tile;
+            let on_t4 =
+                select(KernelPath::Volta, Dtype::F16, F32Precision::default(), d, None, t4).unwrap().tile;
             assert_eq!(on_t4, if d <= 224 { ForwardTile::Large } else { ForwardTile::Small }, "head dim {d}");
-            assert!(select_backward(KernelPath::Volta, Dtype::F16, d, None, t4).is_ok(), "head dim {d}");
+            assert!(
+                select_backward(KernelPath::Volta, Dtype::F16, F32Precision::default(), d, None, t4).is_ok(),
+                "head dim {d}"
+            );
         }
-        let err = select(KernelPath::Volta, Dtype::Bf16, 64, None, v100).unwrap_err().to_string();
+        let err = select(KernelPath::Volta, Dtype::Bf16, F32Precision::default(), 64, None, v100)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("q") && err.contains("bf16") && err.contains("8.0"), "{err}");
-        assert!(select_backward(KernelPath::Volta, Dtype::Bf16, 64, None, v100).is_err());
+        assert!(
+            select_backward(KernelPath::Volta, Dtype::Bf16, F32Precision::default(), 64, None, v100).is_err()
+        );
         // The Ampere and Hopper paths never pick a WMMA row.
         for path in [KernelPath::Ampere, KernelPath::Hopper] {
-            assert_eq!(select(path, Dtype::F16, 64, None, t4).unwrap().family, MmaFamily::Sm80);
+            assert_eq!(
+                select(path, Dtype::F16, F32Precision::default(), 64, None, t4).unwrap().family,
+                MmaFamily::Sm80
+            );
         }
     }
 
@@ -196,17 +267,26 @@ mod tests {
     fn the_dtype_selects_by_type() {
         for d in [32, 100, 256] {
             assert!(
-                select(KernelPath::Ampere, Dtype::Bf16, d, None, 227 * 1024).unwrap().name.contains("_bf16_")
+                select(KernelPath::Ampere, Dtype::Bf16, F32Precision::default(), d, None, 227 * 1024)
+                    .unwrap()
+                    .name
+                    .contains("_bf16_")
             );
             assert!(
-                select(KernelPath::Ampere, Dtype::F16, d, None, 227 * 1024).unwrap().name.contains("_f16_")
+                select(KernelPath::Ampere, Dtype::F16, F32Precision::default(), d, None, 227 * 1024)
+                    .unwrap()
+                    .name
+                    .contains("_f16_")
             );
         }
     }
 
     #[test]
     fn the_backward_choice_follows_shared_memory() {
-        let pick = |d, limit| select_backward(KernelPath::Ampere, Dtype::F16, d, None, limit).map(|c| c.tile);
+        let pick = |d, limit| {
+            select_backward(KernelPath::Ampere, Dtype::F16, F32Precision::default(), d, None, limit)
+                .map(|c| c.tile)
+        };
         // H100 227 KB, A100 163 KB: Large at every head dim (145 KB at 128, 144.5 KB at 256).
         for limit in [227 * 1024, 163 * 1024] {
             for d in [1, 32, 64, 96, 128, 160, 192, 224, 256] {
@@ -247,16 +327,29 @@ mod tests {
         }
         // Forced classes.
         assert!(matches!(
-            select_backward(KernelPath::Ampere, Dtype::F16, 128, Some(BackwardTile::Large), 99 * 1024),
+            select_backward(
+                KernelPath::Ampere,
+                Dtype::F16,
+                F32Precision::default(),
+                128,
+                Some(BackwardTile::Large),
+                99 * 1024
+            ),
             Err(Error::SharedMemoryLimit { .. })
         ));
-        let small =
-            select_backward(KernelPath::Ampere, Dtype::Bf16, 128, Some(BackwardTile::Small), 227 * 1024)
-                .unwrap();
+        let small = select_backward(
+            KernelPath::Ampere,
+            Dtype::Bf16,
+            F32Precision::default(),
+            128,
+            Some(BackwardTile::Small),
+            227 * 1024,
+        )
+        .unwrap();
         assert_eq!((small.tile, small.head_dim), (BackwardTile::Small, 128));
         assert!(small.name.contains("_bf16_"));
         assert!(matches!(
-            select_backward(KernelPath::Ampere, Dtype::F16, 257, None, 227 * 1024),
+            select_backward(KernelPath::Ampere, Dtype::F16, F32Precision::default(), 257, None, 227 * 1024),
             Err(Error::InvalidArgument { .. })
         ));
     }

@@ -3,7 +3,7 @@
 use super::validate::{ForwardLens, ForwardPlan};
 use crate::error::{DriverContext, Error, Result};
 use crate::tensor::{DeviceTensor, DeviceTensorMut, RawTensor};
-use crate::{Device, Element};
+use crate::{Device, Element, F32Precision};
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, sys};
 use rustflash_abi::{ForwardParams, ForwardTile};
 use std::ffi::c_void;
@@ -23,6 +23,9 @@ pub struct ForwardOptions {
     pub causal: bool,
     /// Force a tile shape (tests, tuning); default: the largest that fits the GPU.
     pub tile: Option<ForwardTile>,
+    /// How f32 inputs are multiplied (ignored for f16 and bf16); default
+    /// [`F32Precision::Accurate`].
+    pub f32_precision: F32Precision,
 }
 
 impl ForwardOptions {
@@ -39,6 +42,11 @@ impl ForwardOptions {
     /// Forces the tile class, in place of the first in [`ForwardTile::ALL`] that fits the GPU.
     pub fn tile(mut self, tile: ForwardTile) -> Self {
         self.tile = Some(tile);
+        self
+    }
+    /// Sets how f32 inputs are multiplied.
+    pub fn f32_precision(mut self, precision: F32Precision) -> Self {
+        self.f32_precision = precision;
         self
     }
 }

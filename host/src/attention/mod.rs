@@ -9,8 +9,8 @@ mod validate_backward;
 pub use backward::{BackwardOptions, RawBackward, SavedForward};
 pub use forward::{FlashAttention, ForwardOptions, RawForward};
 pub use rustflash_abi::{
-    BackwardConfig, BackwardParams, BackwardTile, BackwardWorkspace, ForwardConfig, ForwardParams,
-    ForwardTile,
+    BackwardConfig, BackwardParams, BackwardTile, BackwardWorkspace, Dtype, ForwardConfig, ForwardParams,
+    ForwardTile, MmaFamily,
 };
 pub use validate::{ForwardLens, ForwardPlan};
 pub use validate_backward::{

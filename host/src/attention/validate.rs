@@ -601,7 +601,14 @@ impl ForwardPlan {
             return Ok(None);
         }
 
-        let config = dispatch::select(path, T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
+        let config = dispatch::select(
+            path,
+            T::DTYPE,
+            options.f32_precision,
+            p.d,
+            options.tile,
+            shared_memory_per_block,
+        )?;
         let (bm, bn) = (config.block_m, config.block_n);
         let m_blocks = sq.div_ceil(bm);
         let (padded_q, padded_k) = p.padded_lengths(bm, bn, &args.q.layout.shape, &args.k.layout.shape)?;

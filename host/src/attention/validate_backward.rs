@@ -197,7 +197,14 @@ impl BackwardPlan {
             return Ok(None);
         }
 
-        let config = dispatch::select_backward(path, T::DTYPE, p.d, options.tile, shared_memory_per_block)?;
+        let config = dispatch::select_backward(
+            path,
+            T::DTYPE,
+            options.f32_precision,
+            p.d,
+            options.tile,
+            shared_memory_per_block,
+        )?;
         let dq_kernel = dq_in_own_kernel(options, bucket);
         let align = BackwardWorkspace::ROW_ALIGN;
         let (padded_q, padded_k) = p.padded_lengths(align, align, &q.shape, &k.shape)?;
@@ -878,7 +885,11 @@ mod tests {
         assert!(matches!(on(64 * 1024, &BackwardOptions::default()), Err(Error::SharedMemoryLimit { .. })));
         // Every row is reachable, on its family's path.
         for c in BACKWARD_CONFIGS {
-            let options = BackwardOptions::default().tile(c.tile);
+            let precision = match c.family {
+                rustflash_abi::MmaFamily::Tf32 => crate::F32Precision::Tf32,
+                _ => crate::F32Precision::Accurate,
+            };
+            let options = BackwardOptions::default().tile(c.tile).f32_precision(precision);
             let a = call(1, 3, 3, 1, 1, c.head_dim);
             let path = match c.family {
                 rustflash_abi::MmaFamily::Wmma => crate::KernelPath::Volta,
@@ -887,6 +898,7 @@ mod tests {
             let p = match c.dtype {
                 rustflash_abi::Dtype::F16 => BackwardPlan::new::<f16>(&a, None, &options, path, H100),
                 rustflash_abi::Dtype::Bf16 => BackwardPlan::new::<bf16>(&a, None, &options, path, H100),
+                rustflash_abi::Dtype::F32 => BackwardPlan::new::<f32>(&a, None, &options, path, H100),
             };
             assert_eq!(p.unwrap().unwrap().config, c);
         }

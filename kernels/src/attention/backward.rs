@@ -42,25 +42,25 @@ use rustflash_abi::BackwardParams;
 /// Shared-memory tiles of the main kernel: K, V, dSᵀ, Pᵀ once; Q, dO and the statistics once
 /// per query-tile stage (`at_stage`).
 #[derive(Clone, Copy)]
-struct Tiles<const D: usize, const BM: usize> {
-    k: SmemTile<D>,
-    v: SmemTile<D>,
-    q: SmemTile<D>,
-    dout: SmemTile<D>,
+struct Tiles<T: Element, const D: usize, const BM: usize> {
+    k: SmemTile<T, D>,
+    v: SmemTile<T, D>,
+    q: SmemTile<T, D>,
+    dout: SmemTile<T, D>,
     /// dSᵀ: a row per key, a column per query of the tile.
-    ds: SmemTile<BM>,
+    ds: SmemTile<T, BM>,
     /// Pᵀ, when the head dim is split across warps.
-    p: SmemTile<BM>,
+    p: SmemTile<T, BM>,
     /// The tile's `lse · log2 e` and `delta`, `BM` f32 each.
     lse2: u32,
     delta: u32,
 }
 
-impl<const D: usize, const BM: usize> Tiles<D, BM> {
+impl<T: Element, const D: usize, const BM: usize> Tiles<T, D, BM> {
     /// The query tile's buffers of stage `s` (stage 0 is `self`'s).
     #[inline(always)]
     fn at_stage(self, s: u32) -> Self {
-        let tiles = s as usize * 2 * SmemTile::<D>::bytes(BM);
+        let tiles = s as usize * 2 * SmemTile::<T, D>::bytes(BM);
         let stats = s * 8 * BM as u32;
         Tiles {
             q: self.q.offset(tiles),
@@ -79,11 +79,11 @@ struct WarpPlace {
     key_row: u32,
     /// First query column of the tile's `Sᵀ` the warp computes.
     q_col: u32,
-    /// First 16-byte chunk of the dK/dV columns the warp owns.
-    d_chunk: u32,
+    /// First dK/dV column the warp owns.
+    d_col: u32,
     /// First row and chunk of the warp's piece of the tile's dQ.
     dq_row: u32,
-    dq_chunk: u32,
+    dq_col: u32,
 }
 
 /// The key block's running gradients (the warp's 16 keys by `8 DN` columns).
@@ -141,20 +141,20 @@ pub unsafe fn backward<
     let place = WarpPlace {
         key_row: 16 * (warp % WN as u32),
         q_col: (warp / WN as u32) * (BM / WD) as u32,
-        d_chunk: (warp / WN as u32) * DN as u32,
+        d_col: (warp / WN as u32) * 8 * DN as u32,
         dq_row: 16 * QM as u32 * (warp % dq_warps_m),
-        dq_chunk: (warp / dq_warps_m) * QN as u32,
+        dq_col: (warp / dq_warps_m) * 8 * QN as u32,
     };
 
     // Shared memory: K, V, dSᵀ, Pᵀ (WD > 1), then `QS` x (Q, dO), then `QS` x (lse₂, delta).
-    let k = SmemTile::<D> { base: shared::dynamic_smem_base() };
-    let v = k.offset(SmemTile::<D>::bytes(BN));
-    let ds = SmemTile::<BM> { base: v.offset(SmemTile::<D>::bytes(BN)).base };
-    let p_tile = ds.offset(SmemTile::<BM>::bytes(BN));
-    let q = SmemTile::<D> { base: p_tile.offset(if WD > 1 { SmemTile::<BM>::bytes(BN) } else { 0 }).base };
-    let dout = q.offset(SmemTile::<D>::bytes(BM));
-    let lse2 = q.offset(QS * 2 * SmemTile::<D>::bytes(BM)).base;
-    let tiles = Tiles::<D, BM> { k, v, q, dout, ds, p: p_tile, lse2, delta: lse2 + 4 * BM as u32 };
+    let k = SmemTile::<T, D>::at(shared::dynamic_smem_base());
+    let v = k.offset(SmemTile::<T, D>::bytes(BN));
+    let ds = v.then::<BM>(SmemTile::<T, D>::bytes(BN));
+    let p_tile = ds.offset(SmemTile::<T, BM>::bytes(BN));
+    let q = p_tile.then::<D>(if WD > 1 { SmemTile::<T, BM>::bytes(BN) } else { 0 });
+    let dout = q.offset(SmemTile::<T, D>::bytes(BM));
+    let lse2 = q.offset(QS * 2 * SmemTile::<T, D>::bytes(BM)).base;
+    let tiles = Tiles::<T, D, BM> { k, v, q, dout, ds, p: p_tile, lse2, delta: lse2 + 4 * BM as u32 };
 
     let mask = Mask::new(f.seqlen_q, f.seqlen_k, f.causal != 0);
     // Query tiles that see any key of the block, and those that need no mask.
@@ -175,8 +175,8 @@ pub unsafe fn backward<
         // SAFETY: the block's K and V rows are readable; nothing reads the tiles before the first
         // step's barrier.
         unsafe {
-            load_tile::<BN, D, THREADS>(k, kv.k_tile::<BN>(n_block, f.head_dim), f.load_bytes);
-            load_tile::<BN, D, THREADS>(v, kv.v_tile::<BN>(n_block, f.head_dim), f.load_bytes);
+            load_tile::<T, BN, D, THREADS>(k, kv.k_tile::<BN>(n_block, f.head_dim), f.load_bytes);
+            load_tile::<T, BN, D, THREADS>(v, kv.v_tile::<BN>(n_block, f.head_dim), f.load_bytes);
             load_query_tile::<T, D, BM, THREADS>(p, &tiles, &block.query_tile(f, 0, m_first, BM as u32));
         }
         commit_group();
@@ -236,8 +236,8 @@ pub unsafe fn backward<
     unsafe { sync::block_barrier() };
     // SAFETY: each warp stages its own keys and columns; read after the barrier below.
     unsafe {
-        epilogue::stage::<T, M, D, 1, DN>(&grads.dk, |_| p.scale, k, place.key_row, place.d_chunk);
-        epilogue::stage::<T, M, D, 1, DN>(&grads.dv, |_| 1.0, v, place.key_row, place.d_chunk);
+        epilogue::stage::<T, M, D, 1, DN>(&grads.dk, |_| p.scale, k, place.key_row, place.d_col);
+        epilogue::stage::<T, M, D, 1, DN>(&grads.dv, |_| 1.0, v, place.key_row, place.d_col);
     }
     // SAFETY: every thread of the block reaches it.
     unsafe { sync::block_barrier() };
@@ -250,8 +250,22 @@ pub unsafe fn backward<
     };
     // SAFETY: the tiles are staged and visible; the block's dK and dV rows exist up to `keys`.
     unsafe {
-        epilogue::copy_out::<D>(k, 0, BN as u32, &rows(p.dk, &p.dk_strides), thread_idx_x(), THREADS as u32);
-        epilogue::copy_out::<D>(v, 0, BN as u32, &rows(p.dv, &p.dv_strides), thread_idx_x(), THREADS as u32);
+        epilogue::copy_out::<T, D>(
+            k,
+            0,
+            BN as u32,
+            &rows(p.dk, &p.dk_strides),
+            thread_idx_x(),
+            THREADS as u32,
+        );
+        epilogue::copy_out::<T, D>(
+            v,
+            0,
+            BN as u32,
+            &rows(p.dv, &p.dv_strides),
+            thread_idx_x(),
+            THREADS as u32,
+        );
     }
 }
 
@@ -264,15 +278,15 @@ pub unsafe fn backward<
 #[inline(always)]
 unsafe fn load_query_tile<T: Element, const D: usize, const BM: usize, const THREADS: usize>(
     p: &BackwardParams,
-    tiles: &Tiles<D, BM>,
+    tiles: &Tiles<T, D, BM>,
     tile: &BlockInfo,
 ) {
     let f = &p.fwd;
     let rows = |base: u64, strides: &[u64; 3]| tile.query_tile::<T>(base, strides, f.head_dim);
     // SAFETY: forwarded.
     unsafe {
-        load_tile::<BM, D, THREADS>(tiles.q, rows(f.q, &f.q_strides), f.load_bytes);
-        load_tile::<BM, D, THREADS>(tiles.dout, rows(p.dout, &p.dout_strides), f.load_bytes);
+        load_tile::<T, BM, D, THREADS>(tiles.q, rows(f.q, &f.q_strides), f.load_bytes);
+        load_tile::<T, BM, D, THREADS>(tiles.dout, rows(p.dout, &p.dout_strides), f.load_bytes);
     }
     // The workspace's rows: whole, 16-byte aligned (rows padded to 128 per head).
     let row = tile.workspace_row(f, p.seqlen_q_rounded);
@@ -316,7 +330,7 @@ unsafe fn step<
     const KN: usize,
 >(
     p: &BackwardParams,
-    tiles: &Tiles<D, BM>,
+    tiles: &Tiles<T, D, BM>,
     stage: u32,
     w: WarpPlace,
     block: &KeyBlock,
@@ -354,9 +368,9 @@ unsafe fn step<
         M::gemm_ss::<T, KMajor, KMajor, 1, SN, KD, D, D>(
             &mut s,
             t.k,
-            Origin { row: w.key_row, chunk: 0 },
+            Origin { row: w.key_row, col: 0 },
             t.q,
-            Origin { row: w.q_col, chunk: 0 },
+            Origin { row: w.q_col, col: 0 },
         );
     }
     // This lane's query columns of the tile: `C` of them, the same for both of its rows.
@@ -391,9 +405,9 @@ unsafe fn step<
         M::gemm_ss::<T, KMajor, KMajor, 1, SN, KD, D, D>(
             &mut dp,
             t.v,
-            Origin { row: w.key_row, chunk: 0 },
+            Origin { row: w.key_row, col: 0 },
             t.dout,
-            Origin { row: w.q_col, chunk: 0 },
+            Origin { row: w.q_col, col: 0 },
         );
     }
     let mut dscores = mainloop::to_rows::<1, SN, 2, C>(&dp);
@@ -411,15 +425,15 @@ unsafe fn step<
         let dsa = M::to_a::<T, 1, SN, SK>(&ds_acc);
         // SAFETY: dO_i and Q_i are in shared memory and visible.
         unsafe {
-            M::gemm_rs::<T, MnMajor, 1, DN, SK, D>(&mut grads.dv, &pa, t.dout, Origin { row: 0, chunk: 0 });
-            M::gemm_rs::<T, MnMajor, 1, DN, SK, D>(&mut grads.dk, &dsa, t.q, Origin { row: 0, chunk: 0 });
+            M::gemm_rs::<T, MnMajor, 1, DN, SK, D>(&mut grads.dv, &pa, t.dout, Origin { row: 0, col: 0 });
+            M::gemm_rs::<T, MnMajor, 1, DN, SK, D>(&mut grads.dk, &dsa, t.q, Origin { row: 0, col: 0 });
         }
     } else {
         // SAFETY: the warp's own keys and query columns of Pᵀ; read after the barrier below.
-        unsafe { epilogue::stage::<T, M, BM, 1, SN>(&p_acc, |_| 1.0, t.p, w.key_row, w.q_col / 8) };
+        unsafe { epilogue::stage::<T, M, BM, 1, SN>(&p_acc, |_| 1.0, t.p, w.key_row, w.q_col) };
     }
     // SAFETY: as above, for dSᵀ (every warp is past the previous tile's dQ: first barrier).
-    unsafe { epilogue::stage::<T, M, BM, 1, SN>(&ds_acc, |_| 1.0, t.ds, w.key_row, w.q_col / 8) };
+    unsafe { epilogue::stage::<T, M, BM, 1, SN>(&ds_acc, |_| 1.0, t.ds, w.key_row, w.q_col) };
     // SAFETY: every thread of the block reaches it.
     unsafe { sync::block_barrier() };
 
@@ -429,16 +443,16 @@ unsafe fn step<
             M::gemm_ss::<T, KMajor, MnMajor, 1, DN, KM, BM, D>(
                 &mut grads.dv,
                 t.p,
-                Origin { row: w.key_row, chunk: 0 },
+                Origin { row: w.key_row, col: 0 },
                 t.dout,
-                Origin { row: 0, chunk: w.d_chunk },
+                Origin { row: 0, col: w.d_col },
             );
             M::gemm_ss::<T, KMajor, MnMajor, 1, DN, KM, BM, D>(
                 &mut grads.dk,
                 t.ds,
-                Origin { row: w.key_row, chunk: 0 },
+                Origin { row: w.key_row, col: 0 },
                 t.q,
-                Origin { row: 0, chunk: w.d_chunk },
+                Origin { row: 0, col: w.d_col },
             );
             // Every warp is done with Q_i and dO_i before the next tile's copies overwrite them.
             sync::block_barrier();
@@ -463,9 +477,9 @@ unsafe fn step<
             M::gemm_ss::<T, MnMajor, MnMajor, QM, QN, KN, BM, D>(
                 &mut dq,
                 t.ds,
-                Origin { row: 0, chunk: w.dq_row / 8 },
+                Origin { row: 0, col: w.dq_row },
                 t.k,
-                Origin { row: 0, chunk: w.dq_chunk },
+                Origin { row: 0, col: w.dq_col },
             );
         }
         let cols = p.accum_cols as u64;
@@ -475,7 +489,7 @@ unsafe fn step<
                 for (e, &x) in acc.iter().enumerate() {
                     let (r, c) = M::position(e);
                     let row = (w.dq_row + 16 * mt as u32 + r) as u64;
-                    let col = (8 * (w.dq_chunk + nt as u32) + c) as u64;
+                    let col = (w.dq_col + 8 * nt as u32 + c) as u64;
                     // SAFETY: a padded row and column of the tile's accumulator rows, which the
                     // workspace holds (rows padded to 128, `accum_cols` columns).
                     unsafe { red_add_f32(accum.add((row * cols + col) as usize), x) };

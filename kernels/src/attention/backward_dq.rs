@@ -26,11 +26,11 @@ use crate::primitives::{math, shared, sync};
 use rustflash_abi::BackwardParams;
 
 /// Shared-memory tiles and the key source of the dQ kernel.
-struct Operands<const D: usize> {
-    q: SmemTile<D>,
-    dout: SmemTile<D>,
-    k: SmemTile<D>,
-    v: SmemTile<D>,
+struct Operands<T: Element, const D: usize> {
+    q: SmemTile<T, D>,
+    dout: SmemTile<T, D>,
+    k: SmemTile<T, D>,
+    v: SmemTile<T, D>,
     kv: super::kv_source::KvSource,
 }
 
@@ -70,10 +70,10 @@ pub unsafe fn backward_dq<
     let mask = Mask::new(f.seqlen_q, f.seqlen_k, f.causal != 0);
     let key_tiles = mask.keys_needed(block.m0, block.rows).div_ceil(BN as u32);
 
-    let q = SmemTile::<D> { base: shared::dynamic_smem_base() };
-    let dout = q.offset(SmemTile::<D>::bytes(BM));
-    let k = dout.offset(SmemTile::<D>::bytes(BM));
-    let v = k.offset(SmemTile::<D>::bytes(BN));
+    let q = SmemTile::<T, D>::at(shared::dynamic_smem_base());
+    let dout = q.offset(SmemTile::<T, D>::bytes(BM));
+    let k = dout.offset(SmemTile::<T, D>::bytes(BM));
+    let v = k.offset(SmemTile::<T, D>::bytes(BN));
     let o = Operands { q, dout, k, v, kv: block.kv_source::<T>(f) };
 
     // The statistics of this lane's two rows (padded rows: lse₂ = +inf, so P = 0 there).
@@ -90,10 +90,10 @@ pub unsafe fn backward_dq<
         // SAFETY: the block's rows and the last needed key tile are readable; nothing reads the
         // tiles before the first step's barrier.
         unsafe {
-            load_tile::<BM, D, THREADS>(q, rows(f.q, &f.q_strides), f.load_bytes);
-            load_tile::<BM, D, THREADS>(dout, rows(p.dout, &p.dout_strides), f.load_bytes);
-            load_tile::<BN, D, THREADS>(k, o.kv.k_tile::<BN>(key_tiles - 1, f.head_dim), f.load_bytes);
-            load_tile::<BN, D, THREADS>(v, o.kv.v_tile::<BN>(key_tiles - 1, f.head_dim), f.load_bytes);
+            load_tile::<T, BM, D, THREADS>(q, rows(f.q, &f.q_strides), f.load_bytes);
+            load_tile::<T, BM, D, THREADS>(dout, rows(p.dout, &p.dout_strides), f.load_bytes);
+            load_tile::<T, BN, D, THREADS>(k, o.kv.k_tile::<BN>(key_tiles - 1, f.head_dim), f.load_bytes);
+            load_tile::<T, BN, D, THREADS>(v, o.kv.v_tile::<BN>(key_tiles - 1, f.head_dim), f.load_bytes);
         }
         commit_group();
     }
@@ -131,7 +131,7 @@ pub unsafe fn backward_dq<
         cols: f.head_dim,
     };
     // SAFETY: staged rows; dQ rows exist up to `block.rows`.
-    unsafe { epilogue::copy_out::<D>(q, warp_row, 16, &dst, lane_id(), 32) };
+    unsafe { epilogue::copy_out::<T, D>(q, warp_row, 16, &dst, lane_id(), 32) };
 }
 
 /// Key tile `j`.
@@ -154,7 +154,7 @@ unsafe fn step<
     const C: usize,
 >(
     p: &BackwardParams,
-    o: &Operands<D>,
+    o: &Operands<T, D>,
     mask: &Mask,
     block: &BlockInfo,
     warp_row: u32,
@@ -174,16 +174,16 @@ unsafe fn step<
         M::gemm_ss::<T, KMajor, KMajor, 1, NT, KD, D, D>(
             &mut s,
             o.q,
-            Origin { row: warp_row, chunk: 0 },
+            Origin { row: warp_row, col: 0 },
             o.k,
-            Origin { row: 0, chunk: 0 },
+            Origin { row: 0, col: 0 },
         );
         M::gemm_ss::<T, KMajor, KMajor, 1, NT, KD, D, D>(
             &mut dp,
             o.dout,
-            Origin { row: warp_row, chunk: 0 },
+            Origin { row: warp_row, col: 0 },
             o.v,
-            Origin { row: 0, chunk: 0 },
+            Origin { row: 0, col: 0 },
         );
     }
     // The exponent `s c − lse₂` first, then the mask (−inf whatever the scale's sign), then P.
@@ -214,16 +214,16 @@ unsafe fn step<
     unsafe { sync::block_barrier() };
     if j > 0 {
         // SAFETY: every warp is done with V_j (barrier above); V_j−1's rows are readable.
-        unsafe { load_tile::<BN, D, THREADS>(o.v, o.kv.v_tile::<BN>(j - 1, f.head_dim), f.load_bytes) };
+        unsafe { load_tile::<T, BN, D, THREADS>(o.v, o.kv.v_tile::<BN>(j - 1, f.head_dim), f.load_bytes) };
         commit_group();
     }
     // SAFETY: K_j is in shared memory and visible.
-    unsafe { M::gemm_rs::<T, MnMajor, 1, DT, KT, D>(dq, &a, o.k, Origin { row: 0, chunk: 0 }) };
+    unsafe { M::gemm_rs::<T, MnMajor, 1, DT, KT, D>(dq, &a, o.k, Origin { row: 0, col: 0 }) };
     // SAFETY: every thread of the block reaches it.
     unsafe { sync::block_barrier() };
     if j > 0 {
         // SAFETY: every warp is done with K_j; K_j−1's rows are readable.
-        unsafe { load_tile::<BN, D, THREADS>(o.k, o.kv.k_tile::<BN>(j - 1, f.head_dim), f.load_bytes) };
+        unsafe { load_tile::<T, BN, D, THREADS>(o.k, o.kv.k_tile::<BN>(j - 1, f.head_dim), f.load_bytes) };
         commit_group();
     }
 }

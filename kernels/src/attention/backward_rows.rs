@@ -5,7 +5,8 @@
 //!   accumulator when there is one;
 //! - the **conversion** writes `dQ = scale · accumulator` in the caller's dtype and layout.
 //!
-//! Both read and write head-dim chunks of 8 elements, one per lane (head dims up to 256).
+//! Each lane reads and writes 8 elements of the head dim (head dims up to 256): one 16-byte chunk
+//! of a 16-bit type, two of f32.
 
 use super::block_info::BlockInfo;
 use super::epilogue::store_chunk;
@@ -15,6 +16,9 @@ use crate::primitives::global::{ld_global_v4, st_global_v4};
 use crate::primitives::index::{block_idx_x, lane_id, thread_idx_x};
 use crate::primitives::warp;
 use rustflash_abi::{BackwardParams, ROW_KERNEL_THREADS};
+
+/// Head-dim elements per lane (32 lanes cover the largest bucket, 256).
+const LANE_ELEMENTS: usize = 8;
 
 /// The warp's row: its index in the workspace's row arrays and its tile (one query row of one
 /// (batch, head)), or `None` for a padded row.
@@ -41,23 +45,25 @@ pub unsafe fn backward_pre<T: Element>(p: &BackwardParams) {
     let lane = lane_id();
     let (mut lse2, mut delta) = (f32::INFINITY, 0.0);
     if let Some(tile) = tile {
-        let valid = f.head_dim.saturating_sub(8 * lane).min(8);
         let mut sum = 0.0;
-        if valid > 0 {
-            let at = |base: u64, strides: &[u64; 3]| {
-                tile.query_rows::<T>(base, strides).wrapping_add(16 * lane as usize)
-            };
-            // SAFETY: `valid` elements from column `8 lane` of the row exist in O and dO, which
-            // nothing writes during the launch.
-            let (o, d) = unsafe {
-                (
-                    load_chunk_regs(at(f.o, &f.o_strides), valid, p.o_load_bytes),
-                    load_chunk_regs(at(p.dout, &p.dout_strides), valid, p.o_load_bytes),
-                )
-            };
-            for (x, y) in o.iter().zip(&d) {
-                let ((x0, x1), (y0, y1)) = (T::unpack2(*x), T::unpack2(*y));
-                sum += x0 * y0 + x1 * y1;
+        for c in 0..LANE_ELEMENTS / T::PER_CHUNK {
+            let col = (LANE_ELEMENTS * lane as usize + T::PER_CHUNK * c) as u32;
+            let valid = f.head_dim.saturating_sub(col).min(T::PER_CHUNK as u32);
+            if valid > 0 {
+                let at = |base: u64, strides: &[u64; 3]| {
+                    tile.query_rows::<T>(base, strides).wrapping_add(T::BYTES * col as usize)
+                };
+                // SAFETY: `valid` elements from column `col` of the row exist in O and dO, which
+                // nothing writes during the launch.
+                let (o, d) = unsafe {
+                    (
+                        load_chunk_regs::<T>(at(f.o, &f.o_strides), valid, p.o_load_bytes),
+                        load_chunk_regs::<T>(at(p.dout, &p.dout_strides), valid, p.o_load_bytes),
+                    )
+                };
+                for e in 0..T::PER_CHUNK {
+                    sum += T::unpack(&o, e) * T::unpack(&d, e);
+                }
             }
         }
         // SAFETY: the branch is uniform over the warp (one row per warp).
@@ -93,22 +99,24 @@ pub unsafe fn backward_convert<T: Element>(p: &BackwardParams) {
     let (row, tile) = warp_row(p);
     let Some(tile) = tile else { return };
     let lane = lane_id();
-    let valid = f.head_dim.saturating_sub(8 * lane).min(8);
-    if valid == 0 {
+    let first = LANE_ELEMENTS as u32 * lane;
+    if f.head_dim <= first {
         return;
     }
-    let src = p.dq_accum + 4 * (row * p.accum_cols as u64 + 8 * lane as u64);
+    let src = p.dq_accum + 4 * (row * p.accum_cols as u64 + first as u64);
     // SAFETY: 8 f32 of the row's accumulator (columns `8 lane ..` below the bucket), 32-byte
     // aligned.
     let (a, b) = unsafe { (ld_global_v4(src as *const u8), ld_global_v4((src + 16) as *const u8)) };
-    let x = |w: u32| f32::from_bits(w) * p.scale;
-    let v = [
-        T::pack2(x(a[0]), x(a[1])),
-        T::pack2(x(a[2]), x(a[3])),
-        T::pack2(x(b[0]), x(b[1])),
-        T::pack2(x(b[2]), x(b[3])),
-    ];
-    let dst = tile.query_rows::<T>(p.dq, &p.dq_strides).wrapping_add(16 * lane as usize);
-    // SAFETY: `valid` elements from column `8 lane` of the row exist in dQ.
-    unsafe { store_chunk(dst, v, valid, f.store_bytes) };
+    let x: [f32; LANE_ELEMENTS] =
+        [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]].map(|w| f32::from_bits(w) * p.scale);
+    for c in 0..LANE_ELEMENTS / T::PER_CHUNK {
+        let col = first + (T::PER_CHUNK * c) as u32;
+        let valid = f.head_dim.saturating_sub(col).min(T::PER_CHUNK as u32);
+        if valid > 0 {
+            let v = T::pack_chunk(&x[T::PER_CHUNK * c..T::PER_CHUNK * (c + 1)]);
+            let dst = tile.query_rows::<T>(p.dq, &p.dq_strides).wrapping_add(T::BYTES * col as usize);
+            // SAFETY: `valid` elements from column `col` of the row exist in dQ.
+            unsafe { store_chunk::<T>(dst, v, valid, f.store_bytes) };
+        }
+    }
 }

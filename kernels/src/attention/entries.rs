@@ -3,35 +3,46 @@
 //! [`super::forward`], [`super::backward`], [`super::backward_dq`] and [`super::backward_rows`].
 
 //!
-//! Each build instantiates the rows of its own matrix-multiply family ([`Family`]): the `sm_80`
-//! and `sm_90a` builds the `sm80` rows on `mma.sync`, the `sm_70` build the `sm70` rows on WMMA.
-//! The other family's rows expand to nothing ([`for_family!`]).
+//! Each build instantiates the rows of the matrix-multiply families it has ([`for_family!`],
+//! [`family!`]): the `sm_80` and `sm_90a` builds the `sm80` rows on `mma.sync` and the `tf32`
+//! and `tf32x3` rows on TF32 `mma.sync`, the `sm_70` build the `sm70` rows on WMMA. The other
+//! rows expand to nothing.
 
 use super::backward::backward;
 use super::backward_dq::backward_dq;
 use super::backward_rows::{backward_convert, backward_pre};
 use super::forward::forward;
 use super::warp_mma::WarpMma;
-#[cfg(target_feature = "sm_80")]
-use crate::element::Bf16;
 use crate::element::F16;
+#[cfg(target_feature = "sm_80")]
+use crate::element::{Bf16, F32};
 use crate::kernel_attrs::KernelAttrs;
 use rustflash_abi::{BackwardConfig, BackwardParams, ForwardConfig, ForwardParams, ROW_KERNEL_THREADS};
 
-/// This build's matrix-multiply family.
-#[cfg(target_feature = "sm_80")]
-type Family = super::mma_sm80::Sm80;
-#[cfg(not(target_feature = "sm_80"))]
-type Family = super::mma_wmma::Wmma;
+/// The [`WarpMma`] implementation of a row's family.
+macro_rules! family {
+    (sm80) => {
+        super::mma_sm80::Sm80
+    };
+    (tf32) => {
+        super::mma_tf32::Tf32<false>
+    };
+    (tf32x3) => {
+        super::mma_tf32::Tf32<true>
+    };
+    (sm70) => {
+        super::mma_wmma::Wmma
+    };
+}
 
-/// The items, if the row's family (`sm80` or `sm70`) is this build's.
+/// The items, if the row's family is built into this module.
 macro_rules! for_family {
-    (sm80, $($item:item)*) => {$(
-        #[cfg(target_feature = "sm_80")]
-        $item
-    )*};
     (sm70, $($item:item)*) => {$(
         #[cfg(not(target_feature = "sm_80"))]
+        $item
+    )*};
+    ($fam:ident, $($item:item)*) => {$(
+        #[cfg(target_feature = "sm_80")]
         $item
     )*};
 }
@@ -41,6 +52,7 @@ macro_rules! forward_entries {
         for_family!($fam, const _: () = {
             const CONFIG: ForwardConfig = rustflash_abi::forward_config!($fam, $dt, $variant, $d, $bm, $bn, $w, $stages, $tile);
             // The row's shared memory counts the family's scratch.
+            type Family = family!($fam);
             const { assert!(<Family as WarpMma>::SCRATCH_BYTES == CONFIG.family.scratch_bytes()) };
             const THREADS: usize = CONFIG.threads();
             // The body's schedule (FlashAttention-2's: K_j+1 loads during P V_j, V_j during
@@ -86,6 +98,7 @@ macro_rules! backward_entries {
         for_family!($fam, const _: () = {
             const CONFIG: BackwardConfig =
                 rustflash_abi::backward_config!($fam, $dt, $variant, $d, $tile, $bm, $bn, $wn, $wd, $qs, $qbm, $qbn);
+            type Family = family!($fam);
             const { assert!(<Family as WarpMma>::SCRATCH_BYTES == CONFIG.family.scratch_bytes()) };
             const THREADS: usize = CONFIG.threads();
             const D: usize = CONFIG.head_dim;
@@ -181,4 +194,6 @@ macro_rules! backward_row_entries {
 }
 
 backward_row_entries!(sm80: f16 F16, bf16 Bf16);
+backward_row_entries!(tf32: f32 F32);
+backward_row_entries!(tf32x3: f32 F32);
 backward_row_entries!(sm70: f16 F16);

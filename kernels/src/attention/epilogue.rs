@@ -30,8 +30,8 @@ pub struct GlobalRows {
     pub cols: u32,
 }
 
-/// Writes accumulators — `MT` 16-row tiles from tile row `row0`, `NT` 8-column tiles from chunk
-/// `chunk0` — each row `r` (`2 mt + h`, as the accumulator layout numbers a thread's rows)
+/// Writes accumulators — `MT` 16-row tiles from tile row `row0`, `NT` 8-column tiles from column
+/// `col0` (a multiple of 8) — each row `r` (`2 mt + h`, as the accumulator layout numbers a thread's rows)
 /// multiplied by `factor(r)` and rounded to `T`, into `tile`.
 ///
 /// # Safety
@@ -41,9 +41,9 @@ pub struct GlobalRows {
 pub unsafe fn stage<T: Element, M: WarpMma, const D: usize, const MT: usize, const NT: usize>(
     acc: &[[[f32; 4]; NT]; MT],
     factor: impl Fn(usize) -> f32,
-    tile: SmemTile<D>,
+    tile: SmemTile<T, D>,
     row0: u32,
-    chunk0: u32,
+    col0: u32,
 ) {
     for (mt, row_tiles) in acc.iter().enumerate() {
         for h in 0..2 {
@@ -51,9 +51,9 @@ pub unsafe fn stage<T: Element, M: WarpMma, const D: usize, const MT: usize, con
             let row = row0 + 16 * mt as u32 + row_in_tile;
             let f = factor(2 * mt + h);
             for (nt, a) in row_tiles.iter().enumerate() {
-                let packed = T::pack2(a[2 * h] * f, a[2 * h + 1] * f);
-                // SAFETY: 4 bytes inside chunk `chunk0 + nt` of one of the caller's rows.
-                unsafe { shared::st_shared_u32(tile.chunk_addr(row, chunk0 + nt as u32) + 2 * col, packed) };
+                let addr = tile.element_addr(row, col0 + 8 * nt as u32 + col);
+                // SAFETY: two elements (an even column and the next) of one of the caller's rows.
+                unsafe { T::st_shared_pair(addr, a[2 * h] * f, a[2 * h + 1] * f) };
             }
         }
     }
@@ -65,44 +65,49 @@ pub unsafe fn stage<T: Element, M: WarpMma, const D: usize, const MT: usize, con
 /// # Safety
 /// The rows are staged and visible to the calling threads; `dst` names writable rows.
 #[inline(always)]
-pub unsafe fn copy_out<const D: usize>(
-    tile: SmemTile<D>,
+pub unsafe fn copy_out<T: Element, const D: usize>(
+    tile: SmemTile<T, D>,
     first: u32,
     count: u32,
     dst: &GlobalRows,
     thread: u32,
     threads: u32,
 ) {
-    let chunks = SmemTile::<D>::CHUNKS as u32;
+    let chunks = SmemTile::<T, D>::CHUNKS as u32;
+    let per_chunk = T::PER_CHUNK as u32;
     let mut c = thread;
     while c < count * chunks {
         let (r, chunk) = (first + c / chunks, c % chunks);
-        let valid = dst.cols.saturating_sub(8 * chunk).min(8);
+        let valid = dst.cols.saturating_sub(per_chunk * chunk).min(per_chunk);
         // Rows past the tensor and chunks past the head dim are neither written nor addressed.
         if r < dst.rows && valid > 0 {
             // SAFETY: a chunk of a staged row.
             let v = unsafe { shared::ld_shared_v4(tile.chunk_addr(r, chunk)) };
-            // SAFETY: row r exists; elements `8 chunk .. 8 chunk + valid` of it are writable.
+            // SAFETY: row r exists; `valid` elements of it from chunk `chunk` are writable.
             unsafe {
                 let p = dst.ptr.add(r as usize * dst.stride as usize + 16 * chunk as usize);
-                store_chunk(p, v, valid, dst.width);
+                store_chunk::<T>(p, v, valid, dst.width);
             }
         }
         c += threads;
     }
 }
 
-/// Stores the first `valid` (1..=8) 16-bit elements of `v` at `p`: one 16-byte store when the
-/// chunk is whole and `width` is 16, else element by element.
+/// Stores the first `valid` (1..=`PER_CHUNK`) elements of the chunk `v` at `p`: one 16-byte
+/// store when the chunk is whole and `width` is 16, else element by element.
 ///
 /// # Safety
-/// `valid` elements at `p` are writable; `p` is aligned to `width` and to 2.
+/// `valid` elements at `p` are writable; `p` is aligned to `width` and to the element size.
 #[inline(always)]
-pub unsafe fn store_chunk(p: *mut u8, v: [u32; 4], valid: u32, width: u32) {
+pub unsafe fn store_chunk<T: Element>(p: *mut u8, v: [u32; 4], valid: u32, width: u32) {
     // SAFETY: forwarded to the caller.
     unsafe {
-        if valid == 8 && width == 16 {
+        if valid == T::PER_CHUNK as u32 && width == 16 {
             st_global_v4(p, v);
+        } else if T::BYTES == 4 {
+            for e in 0..valid {
+                (p.add(4 * e as usize) as *mut u32).write(v[e as usize]);
+            }
         } else {
             for e in 0..valid {
                 let half = (v[e as usize / 2] >> (16 * (e % 2))) as u16;
@@ -131,7 +136,7 @@ pub unsafe fn store_forward<
 >(
     acc: &[[[f32; 4]; DT]; MT],
     softmax: &OnlineSoftmax<R>,
-    tile: SmemTile<D>,
+    tile: SmemTile<T, D>,
     warp_row: u32,
     o: &GlobalRows,
     lse: *mut f32,
@@ -155,5 +160,5 @@ pub unsafe fn store_forward<
     // SAFETY: every lane of the warp reaches it; orders the lanes' shared stores before the reads.
     unsafe { sync::warp_barrier() };
     // SAFETY: the warp's rows are staged; `o` names writable rows.
-    unsafe { copy_out::<D>(tile, warp_row, 16 * MT as u32, o, lane_id(), 32) };
+    unsafe { copy_out::<T, D>(tile, warp_row, 16 * MT as u32, o, lane_id(), 32) };
 }

@@ -50,9 +50,9 @@ pub unsafe fn forward<
     let mask = Mask::new(block.seqlen_q, block.seqlen_k, p.causal != 0);
     let key_tiles = mask.keys_needed(block.m0, block.rows).div_ceil(BN as u32);
 
-    let smem = SmemTile::<D> { base: shared::dynamic_smem_base() };
-    let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<D>::bytes(BM)));
-    let v_tile = k_tile.offset(SmemTile::<D>::bytes(BN));
+    let smem = SmemTile::<T, D>::at(shared::dynamic_smem_base());
+    let (q_tile, k_tile) = (smem, smem.offset(SmemTile::<T, D>::bytes(BM)));
+    let v_tile = k_tile.offset(SmemTile::<T, D>::bytes(BN));
     let kv = block.kv_source::<T>(p);
 
     // Prologue: Q and the first K tile (the last one: the loop runs backwards). A block whose
@@ -63,10 +63,10 @@ pub unsafe fn forward<
         let q = block.query_tile::<T>(p.q, &p.q_strides, p.head_dim);
         // SAFETY: the block's Q rows are readable; nothing reads the tiles before the loop's
         // first barrier.
-        unsafe { load_tile::<BM, D, THREADS>(q_tile, q, p.load_bytes) };
+        unsafe { load_tile::<T, BM, D, THREADS>(q_tile, q, p.load_bytes) };
         // SAFETY: as above, for the K rows of the last needed tile.
         unsafe {
-            load_tile::<BN, D, THREADS>(k_tile, kv.k_tile::<BN>(key_tiles - 1, p.head_dim), p.load_bytes)
+            load_tile::<T, BN, D, THREADS>(k_tile, kv.k_tile::<BN>(key_tiles - 1, p.head_dim), p.load_bytes)
         };
         commit_group();
 
@@ -119,9 +119,11 @@ pub unsafe fn forward<
 /// chunk `c` by thread `c % THREADS`), once its own copies have landed. The loop's first
 /// barrier then publishes them.
 #[inline(always)]
-fn negate_own_chunks<T: Element, const BM: usize, const D: usize, const THREADS: usize>(q_tile: SmemTile<D>) {
+fn negate_own_chunks<T: Element, const BM: usize, const D: usize, const THREADS: usize>(
+    q_tile: SmemTile<T, D>,
+) {
     wait_group::<0>();
-    let chunks = SmemTile::<D>::CHUNKS;
+    let chunks = SmemTile::<T, D>::CHUNKS;
     let mut c = thread_idx_x() as usize;
     while c < BM * chunks {
         let addr = q_tile.chunk_addr((c / chunks) as u32, (c % chunks) as u32);

@@ -24,10 +24,10 @@ use crate::primitives::cp_async::{commit_group, wait_group};
 use crate::primitives::{math, sync, warp};
 
 /// What the loop reads.
-pub struct Operands<const D: usize> {
-    pub q: SmemTile<D>,
-    pub k: SmemTile<D>,
-    pub v: SmemTile<D>,
+pub struct Operands<T: Element, const D: usize> {
+    pub q: SmemTile<T, D>,
+    pub k: SmemTile<T, D>,
+    pub v: SmemTile<T, D>,
     pub kv: KvSource,
     /// Columns of K and V that exist (the real head dim).
     pub cols: u32,
@@ -67,7 +67,7 @@ pub unsafe fn run<
     const R: usize,
     const C: usize,
 >(
-    o: &Operands<D>,
+    o: &Operands<T, D>,
     key_tiles: u32,
     scale: f32,
 ) -> Accumulated<MT, DT, R> {
@@ -105,7 +105,7 @@ unsafe fn step<
     const R: usize,
     const C: usize,
 >(
-    o: &Operands<D>,
+    o: &Operands<T, D>,
     state: &mut Accumulated<MT, DT, R>,
     j: u32,
 ) {
@@ -113,7 +113,7 @@ unsafe fn step<
     // SAFETY: every thread of the block reaches this barrier (uniform loop bounds).
     unsafe { sync::block_barrier() };
     // SAFETY: the V buffer is free (barrier above); the tile's V rows are readable.
-    unsafe { load_tile::<BN, D, THREADS>(o.v, o.kv.v_tile::<BN>(j, o.cols), o.width) };
+    unsafe { load_tile::<T, BN, D, THREADS>(o.v, o.kv.v_tile::<BN>(j, o.cols), o.width) };
     commit_group();
 
     let mut s = [[[0.0f32; 4]; NT]; MT];
@@ -122,9 +122,9 @@ unsafe fn step<
         M::gemm_ss::<T, KMajor, KMajor, MT, NT, KD, D, D>(
             &mut s,
             o.q,
-            Origin { row: o.warp_row, chunk: 0 },
+            Origin { row: o.warp_row, col: 0 },
             o.k,
-            Origin { row: 0, chunk: 0 },
+            Origin { row: 0, col: 0 },
         )
     };
 
@@ -157,11 +157,11 @@ unsafe fn step<
     unsafe { sync::block_barrier() };
     if j > 0 {
         // SAFETY: every warp is done with K_j (barrier above); K_j−1's rows are readable.
-        unsafe { load_tile::<BN, D, THREADS>(o.k, o.kv.k_tile::<BN>(j - 1, o.cols), o.width) };
+        unsafe { load_tile::<T, BN, D, THREADS>(o.k, o.kv.k_tile::<BN>(j - 1, o.cols), o.width) };
         commit_group();
     }
     // SAFETY: V_j is in shared memory and visible.
-    unsafe { M::gemm_rs::<T, MnMajor, MT, DT, KT, D>(&mut state.acc, &p, o.v, Origin { row: 0, chunk: 0 }) };
+    unsafe { M::gemm_rs::<T, MnMajor, MT, DT, KT, D>(&mut state.acc, &p, o.v, Origin { row: 0, col: 0 }) };
 }
 
 /// The accumulators as this thread's rows: row `2 mt + h` is row `g + 8 h` of row tile `mt`,

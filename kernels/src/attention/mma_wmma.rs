@@ -18,7 +18,7 @@
 //! tile reaches it. Only its own warp touches it, so warp barriers order it.
 
 use super::smem_tile::SmemTile;
-use super::warp_mma::{ARegs, Major, Origin, WarpMma};
+use super::warp_mma::{HalfARegs, Major, Origin, WarpMma, half_to_a};
 use crate::element::Element;
 use crate::primitives::index::{lane_id, warp_id};
 use crate::primitives::shared;
@@ -42,8 +42,13 @@ impl Wmma {
     /// Shared address of the 16 x 16 block of an operand tile `down` 16-row steps and `across`
     /// 16-column steps from `at`.
     #[inline(always)]
-    fn block_addr<const D: usize>(tile: SmemTile<D>, at: Origin, down: usize, across: usize) -> u32 {
-        tile.chunk_addr(at.row + 16 * down as u32, at.chunk + 2 * across as u32)
+    fn block_addr<T: Element, const D: usize>(
+        tile: SmemTile<T, D>,
+        at: Origin,
+        down: usize,
+        across: usize,
+    ) -> u32 {
+        tile.element_addr(at.row + 16 * down as u32, at.col + 16 * across as u32)
     }
 
     /// Loads A's 16 x 16 block for row tile `mt` and k-step `ks`.
@@ -51,13 +56,13 @@ impl Wmma {
     /// # Safety
     /// The tile holds the block and is visible to the warp; every lane calls it.
     #[inline(always)]
-    unsafe fn load_a<A: Major, const DA: usize>(
-        a: SmemTile<DA>,
+    unsafe fn load_a<T: Element, A: Major, const DA: usize>(
+        a: SmemTile<T, DA>,
         at: Origin,
         mt: usize,
         ks: usize,
     ) -> Fragment {
-        let ld = SmemTile::<DA>::ROW_BYTES / 2;
+        let ld = SmemTile::<T, DA>::ROW_BYTES / 2;
         // SAFETY: forwarded; the block is 32-byte aligned (module documentation).
         unsafe {
             if A::K_MAJOR {
@@ -73,13 +78,13 @@ impl Wmma {
     /// # Safety
     /// As for [`Wmma::load_a`].
     #[inline(always)]
-    unsafe fn load_b<B: Major, const DB: usize>(
-        b: SmemTile<DB>,
+    unsafe fn load_b<T: Element, B: Major, const DB: usize>(
+        b: SmemTile<T, DB>,
         at: Origin,
         np: usize,
         ks: usize,
     ) -> Fragment {
-        let ld = SmemTile::<DB>::ROW_BYTES / 2;
+        let ld = SmemTile::<T, DB>::ROW_BYTES / 2;
         // SAFETY: forwarded.
         unsafe {
             if B::K_MAJOR {
@@ -120,7 +125,7 @@ impl Wmma {
     /// # Safety
     /// Every lane of the warp calls it.
     #[inline(always)]
-    unsafe fn a_fragment(a: &ARegs) -> Fragment {
+    unsafe fn a_fragment(a: &HalfARegs) -> Fragment {
         let scratch = Self::scratch();
         let l = lane_id();
         let (g, t) = (l / 4, l % 4);
@@ -143,6 +148,14 @@ impl Wmma {
 
 impl WarpMma for Wmma {
     const SCRATCH_BYTES: usize = 1024;
+    type ARegs = HalfARegs;
+
+    #[inline(always)]
+    fn to_a<T: Element, const MT: usize, const NT: usize, const KS: usize>(
+        acc: &[[[f32; 4]; NT]; MT],
+    ) -> [[HalfARegs; KS]; MT] {
+        half_to_a::<T, MT, NT, KS>(acc)
+    }
 
     #[inline(always)]
     unsafe fn gemm_ss<
@@ -156,19 +169,24 @@ impl WarpMma for Wmma {
         const DB: usize,
     >(
         acc: &mut [[[f32; 4]; NT]; MT],
-        a: SmemTile<DA>,
+        a: SmemTile<T, DA>,
         a_at: Origin,
-        b: SmemTile<DB>,
+        b: SmemTile<T, DB>,
         b_at: Origin,
     ) {
-        const { assert!(NT.is_multiple_of(2) && !T::IS_BF16, "WMMA takes f16, in 16-column blocks") };
+        const {
+            assert!(
+                NT.is_multiple_of(2) && !T::IS_BF16 && T::BYTES == 2,
+                "WMMA takes f16, in 16-column blocks"
+            )
+        };
         for (mt, acc_m) in acc.iter_mut().enumerate() {
             for np in 0..NT / 2 {
                 let mut c = Accumulator::ZERO;
                 for ks in 0..KS {
                     // SAFETY: forwarded to the caller.
                     let (fa, fb) = unsafe {
-                        (Self::load_a::<A, DA>(a, a_at, mt, ks), Self::load_b::<B, DB>(b, b_at, np, ks))
+                        (Self::load_a::<T, A, DA>(a, a_at, mt, ks), Self::load_b::<T, B, DB>(b, b_at, np, ks))
                     };
                     c = match (A::K_MAJOR, B::K_MAJOR) {
                         (true, true) => wmma::mma::<false, true>(c, fa, fb),
@@ -194,11 +212,16 @@ impl WarpMma for Wmma {
         const DB: usize,
     >(
         acc: &mut [[[f32; 4]; NT]; MT],
-        a: &[[ARegs; KS]; MT],
-        b: SmemTile<DB>,
+        a: &[[HalfARegs; KS]; MT],
+        b: SmemTile<T, DB>,
         b_at: Origin,
     ) {
-        const { assert!(NT.is_multiple_of(2) && !T::IS_BF16, "WMMA takes f16, in 16-column blocks") };
+        const {
+            assert!(
+                NT.is_multiple_of(2) && !T::IS_BF16 && T::BYTES == 2,
+                "WMMA takes f16, in 16-column blocks"
+            )
+        };
         for (acc_m, a_m) in acc.iter_mut().zip(a) {
             let mut fa = [Fragment([0; 8]); KS];
             for (f, regs) in fa.iter_mut().zip(a_m) {
@@ -209,7 +232,7 @@ impl WarpMma for Wmma {
                 let mut c = Accumulator::ZERO;
                 for (ks, &f) in fa.iter().enumerate() {
                     // SAFETY: forwarded to the caller.
-                    let fb = unsafe { Self::load_b::<B, DB>(b, b_at, np, ks) };
+                    let fb = unsafe { Self::load_b::<T, B, DB>(b, b_at, np, ks) };
                     c = if B::K_MAJOR {
                         wmma::mma::<false, true>(c, f, fb)
                     } else {

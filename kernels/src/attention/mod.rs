@@ -11,7 +11,7 @@
 //! | K/V source: where key tile `j` lives | [`kv_source`] | a paged KV cache |
 //! | global → shared copies | [`tile_load`] | TMA on Hopper |
 //! | shared-memory tile layout | [`smem_tile`] | |
-//! | warp matrix multiply | [`warp_mma`] (trait), `mma_sm80` (`mma.sync`), [`mma_wmma`] (WMMA) | `wgmma` (Hopper) |
+//! | warp matrix multiply | [`warp_mma`] (trait), `mma_sm80` (`mma.sync` f16/bf16), `mma_tf32` (`mma.sync` TF32, 1x and 3x), [`mma_wmma`] (WMMA) | `wgmma` (Hopper) |
 //! | mask | [`mask`] | sliding windows |
 //! | online softmax | [`online_softmax`] | softcapping |
 //! | mainloop over key tiles | [`mainloop`] | pipelining, Hopper producer/consumer |
@@ -38,6 +38,8 @@ pub mod forward;
 pub mod mainloop;
 #[cfg(target_feature = "sm_80")]
 pub mod mma_sm80;
+#[cfg(target_feature = "sm_80")]
+pub mod mma_tf32;
 pub mod tile_load;
 
 mod entries;

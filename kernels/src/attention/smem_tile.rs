@@ -1,4 +1,5 @@
-//! A `ROWS x D` tile of 16-bit elements in shared memory, rows of `D / 8` 16-byte chunks.
+//! A `ROWS x D` tile of elements of `T` in shared memory, rows of `D · T::BYTES / 16` 16-byte
+//! chunks (8 elements of a 16-bit type, 4 of f32).
 //!
 //! Chunk `c` of row `r` is stored at chunk position `c ^ (r % S)`, `S` the largest power of two
 //! (at most 8) dividing the chunks per row. `ldmatrix` reads one chunk from each of 8 consecutive
@@ -14,11 +15,21 @@
 //! part per chunk, so an unrolled loop over chunks costs one `xor` and an immediate offset per
 //! access instead of a full address computation.
 
-/// A tile of `D` columns (`D` a multiple of 32) at a shared-window address.
-#[derive(Clone, Copy)]
-pub struct SmemTile<const D: usize> {
+use crate::element::Element;
+use core::marker::PhantomData;
+
+/// A tile of `D` columns (`D` a multiple of 32) of `T` at a shared-window address.
+pub struct SmemTile<T: Element, const D: usize> {
     pub base: u32,
+    element: PhantomData<T>,
 }
+
+impl<T: Element, const D: usize> Clone for SmemTile<T, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Element, const D: usize> Copy for SmemTile<T, D> {}
 
 /// One lane's row of a tile: the row's address and its swizzle.
 #[derive(Clone, Copy)]
@@ -28,20 +39,39 @@ pub struct LaneRow {
     swizzle: u32,
 }
 
-impl<const D: usize> SmemTile<D> {
-    pub const CHUNKS: usize = D / 8;
+impl<T: Element, const D: usize> SmemTile<T, D> {
+    pub const CHUNKS: usize = D * T::BYTES / 16;
     #[cfg(target_feature = "sm_80")]
-    pub const ROW_BYTES: u32 = 2 * D as u32;
+    pub const ROW_BYTES: u32 = (D * T::BYTES) as u32;
     #[cfg(not(target_feature = "sm_80"))]
-    pub const ROW_BYTES: u32 = 2 * D as u32 + 16;
+    pub const ROW_BYTES: u32 = (D * T::BYTES) as u32 + 16;
     #[cfg(target_feature = "sm_80")]
     const SWIZZLE: u32 = {
         let mut s = 8;
-        while !(D / 8).is_multiple_of(s) {
+        while !Self::CHUNKS.is_multiple_of(s) {
             s /= 2;
         }
         s as u32
     };
+
+    /// The tile at shared address `base`.
+    #[inline(always)]
+    pub fn at(base: u32) -> Self {
+        SmemTile { base, element: PhantomData }
+    }
+
+    /// The chunk that holds column `col`.
+    #[inline(always)]
+    pub fn col_chunk(col: u32) -> u32 {
+        col / T::PER_CHUNK as u32
+    }
+
+    /// Shared address of element `(row, col)`.
+    #[inline(always)]
+    pub fn element_addr(self, row: u32, col: u32) -> u32 {
+        let within = (col % T::PER_CHUNK as u32) * T::BYTES as u32;
+        self.chunk_addr(row, Self::col_chunk(col)) + within
+    }
 
     /// Bytes a tile of `rows` rows takes.
     pub const fn bytes(rows: usize) -> usize {
@@ -51,10 +81,16 @@ impl<const D: usize> SmemTile<D> {
     /// The tile `bytes` further on in shared memory.
     #[inline(always)]
     pub fn offset(self, bytes: usize) -> Self {
-        SmemTile { base: self.base + bytes as u32 }
+        Self::at(self.base + bytes as u32)
     }
 
-    /// Shared address of chunk `chunk` (elements `8 chunk .. 8 chunk + 8`) of row `row`.
+    /// The same shared address as a tile of `D2` columns (another region of the same buffer).
+    #[inline(always)]
+    pub fn then<const D2: usize>(self, bytes: usize) -> SmemTile<T, D2> {
+        SmemTile::at(self.base + bytes as u32)
+    }
+
+    /// Shared address of chunk `chunk` (elements `PER_CHUNK · chunk ..`) of row `row`.
     #[inline(always)]
     pub fn chunk_addr(self, row: u32, chunk: u32) -> u32 {
         self.lane(row).chunk(chunk)
@@ -102,7 +138,7 @@ impl LaneRow {
     /// The same column position `rows` rows further down, for rows a multiple of 8 apart (the
     /// swizzle repeats every 8 rows).
     #[inline(always)]
-    pub fn down<const D: usize>(self, rows: u32) -> LaneRow {
-        LaneRow { row_addr: self.row_addr + rows * SmemTile::<D>::ROW_BYTES, swizzle: self.swizzle }
+    pub fn down<T: Element, const D: usize>(self, rows: u32) -> LaneRow {
+        LaneRow { row_addr: self.row_addr + rows * SmemTile::<T, D>::ROW_BYTES, swizzle: self.swizzle }
     }
 }

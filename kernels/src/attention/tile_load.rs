@@ -14,12 +14,13 @@
 //! once. Either way a block barrier must come before other threads read the tile.
 
 use super::smem_tile::SmemTile;
+use crate::element::Element;
 use crate::primitives::cp_async::cp_async;
 use crate::primitives::index::thread_idx_x;
 use crate::primitives::shared;
 
-/// A tile's rows in global memory: `rows_valid` rows of `cols_valid` 16-bit elements, row `r`
-/// at `src + r · row_stride` bytes.
+/// A tile's rows in global memory: `rows_valid` rows of `cols_valid` elements, row `r` at
+/// `src + r · row_stride` bytes.
 #[derive(Clone, Copy)]
 pub struct GlobalTile {
     pub src: *const u8,
@@ -35,17 +36,17 @@ pub struct GlobalTile {
 /// # Safety
 /// As for [`load_full`] / [`load_checked`]; every thread of the block calls it.
 #[inline(always)]
-pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>(
-    tile: SmemTile<D>,
+pub unsafe fn load_tile<T: Element, const ROWS: usize, const D: usize, const THREADS: usize>(
+    tile: SmemTile<T, D>,
     g: GlobalTile,
     width: u32,
 ) {
     // SAFETY: forwarded; the branch is uniform over the block.
     unsafe {
         if g.rows_valid == ROWS as u32 && g.cols_valid == D as u32 && width == 16 {
-            load_full::<ROWS, D, THREADS>(tile, g)
+            load_full::<T, ROWS, D, THREADS>(tile, g)
         } else {
-            load_checked::<ROWS, D, THREADS>(tile, g, width)
+            load_checked::<T, ROWS, D, THREADS>(tile, g, width)
         }
     }
 }
@@ -57,12 +58,12 @@ pub unsafe fn load_tile<const ROWS: usize, const D: usize, const THREADS: usize>
 /// multiples of 16; `tile` holds `ROWS` rows and no thread reads it until after the copies'
 /// `wait_group` and a block barrier.
 #[inline(always)]
-pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>(
-    tile: SmemTile<D>,
+pub unsafe fn load_full<T: Element, const ROWS: usize, const D: usize, const THREADS: usize>(
+    tile: SmemTile<T, D>,
     g: GlobalTile,
 ) {
-    let chunks = SmemTile::<D>::CHUNKS;
-    let per_thread = const { (ROWS * SmemTile::<D>::CHUNKS).div_ceil(THREADS) };
+    let chunks = SmemTile::<T, D>::CHUNKS;
+    let per_thread = const { (ROWS * SmemTile::<T, D>::CHUNKS).div_ceil(THREADS) };
     let t = thread_idx_x() as usize;
     if THREADS.is_multiple_of(chunks) {
         // Each thread copies the same chunk column of rows `t / chunks + i · THREADS / chunks`:
@@ -90,7 +91,7 @@ pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>
             let c = t + i * THREADS;
             if c < ROWS * chunks {
                 let (row, chunk) = (c / chunks, c % chunks);
-                // SAFETY: row < ROWS and chunk < D / 8, inside the readable tile.
+                // SAFETY: row < ROWS and chunk < CHUNKS, inside the readable tile.
                 let src = unsafe { g.src.add(row * g.row_stride as usize + 16 * chunk) };
                 // SAFETY: as above; 16-byte aligned source and destination.
                 unsafe { cp_async::<16>(tile.chunk_addr(row as u32, chunk as u32), src, 16) };
@@ -105,48 +106,54 @@ pub unsafe fn load_full<const ROWS: usize, const D: usize, const THREADS: usize>
 ///
 /// # Safety
 /// Rows `0..rows_valid` hold `cols_valid <= D` readable elements each (nothing beyond is
-/// read); `g.src` and `g.row_stride` are multiples of `width` and of 2; `tile` holds `ROWS` rows
-/// and no thread reads it until after `wait_group` and a block barrier.
+/// read); `g.src` and `g.row_stride` are multiples of `width` and of the element size; `tile`
+/// holds `ROWS` rows and no thread reads it until after `wait_group` and a block barrier.
 #[inline(always)]
-pub unsafe fn load_checked<const ROWS: usize, const D: usize, const THREADS: usize>(
-    tile: SmemTile<D>,
+pub unsafe fn load_checked<T: Element, const ROWS: usize, const D: usize, const THREADS: usize>(
+    tile: SmemTile<T, D>,
     g: GlobalTile,
     width: u32,
 ) {
-    let chunks = SmemTile::<D>::CHUNKS;
+    let chunks = SmemTile::<T, D>::CHUNKS;
+    let per_chunk = T::PER_CHUNK as u32;
     let mut c = thread_idx_x() as usize;
     while c < ROWS * chunks {
         let (row, chunk) = ((c / chunks) as u32, (c % chunks) as u32);
         let dst = tile.chunk_addr(row, chunk);
-        let valid = if row < g.rows_valid { g.cols_valid.saturating_sub(8 * chunk).min(8) } else { 0 };
+        let valid = if row < g.rows_valid {
+            g.cols_valid.saturating_sub(per_chunk * chunk).min(per_chunk)
+        } else {
+            0
+        };
         if valid == 0 {
             // SAFETY: `dst` is a 16-byte chunk of the tile.
             unsafe { shared::st_shared_v4(dst, [0; 4]) };
         } else {
-            // SAFETY: `valid > 0` elements from column `8 chunk` of row `row` are readable.
+            // SAFETY: `valid > 0` elements from chunk `chunk` of row `row` are readable.
             let src = unsafe { g.src.add(row as usize * g.row_stride as usize + 16 * chunk as usize) };
             // SAFETY: forwarded: `valid` elements at `src` readable, `src` aligned to `width`.
-            unsafe { copy_chunk(dst, src, valid, width) };
+            unsafe { copy_chunk::<T>(dst, src, valid, width) };
         }
         c += THREADS;
     }
 }
 
-/// Copies the first `valid` (1..=8) elements of a chunk from `src` and zeros after them.
+/// Copies the first `valid` (1..=`PER_CHUNK`) elements of a chunk from `src` and zeros after
+/// them.
 ///
 /// # Safety
-/// `valid` elements at `src` are readable; `src` is aligned to `width`; `dst` is a 16-byte
-/// chunk of shared memory.
+/// `valid` elements at `src` are readable; `src` is aligned to `width` and to the element size;
+/// `dst` is a 16-byte chunk of shared memory.
 #[inline(always)]
-unsafe fn copy_chunk(dst: u32, src: *const u8, valid: u32, width: u32) {
-    if valid == 8 && width == 16 {
+unsafe fn copy_chunk<T: Element>(dst: u32, src: *const u8, valid: u32, width: u32) {
+    if valid == T::PER_CHUNK as u32 && width == 16 {
         // SAFETY: 16 readable, aligned bytes.
         unsafe { cp_async::<16>(dst, src, 16) };
         return;
     }
     // Pieces of `width` bytes that lie wholly inside the valid elements go by `cp.async`; the
     // rest element by element, so nothing past the last valid element is read.
-    let valid_bytes = 2 * valid;
+    let valid_bytes = T::BYTES as u32 * valid;
     let whole = if width >= 4 { valid_bytes / width * width } else { 0 };
     let mut at = 0;
     while at < whole {
@@ -162,37 +169,46 @@ unsafe fn copy_chunk(dst: u32, src: *const u8, valid: u32, width: u32) {
         at += width;
     }
     while at < 16 {
-        let x = if at < valid_bytes {
-            // SAFETY: element `at / 2` is valid; `src` is 2-byte aligned.
-            unsafe { (src.add(at as usize) as *const u16).read() }
-        } else {
-            0
-        };
-        // SAFETY: inside the 16-byte shared chunk.
-        unsafe { shared::st_shared_u16(dst + at, x) };
-        at += 2;
+        // SAFETY: the element at byte `at` is valid when `at < valid_bytes`; `src` is aligned to
+        // the element size; the destination is inside the 16-byte shared chunk.
+        unsafe {
+            if T::BYTES == 4 {
+                let x = if at < valid_bytes { (src.add(at as usize) as *const u32).read() } else { 0 };
+                shared::st_shared_u32(dst + at, x);
+            } else {
+                let x = if at < valid_bytes { (src.add(at as usize) as *const u16).read() } else { 0 };
+                shared::st_shared_u16(dst + at, x);
+            }
+        }
+        at += T::BYTES as u32;
     }
 }
 
-/// Reads the first `valid` (1..=8) 16-bit elements of a chunk at `src` into registers, zeros
+/// Reads the first `valid` (1..=`PER_CHUNK`) elements of a chunk at `src` into registers, zeros
 /// after them: one 16-byte load when the chunk is whole and `width` is 16, else element by
 /// element, so nothing past the last valid element is read. For data no thread of the launch
 /// writes.
 ///
 /// # Safety
 /// `valid` elements at `src` are readable and not written during the launch; `src` is aligned
-/// to `width` and to 2.
+/// to `width` and to the element size.
 #[inline(always)]
-pub unsafe fn load_chunk_regs(src: *const u8, valid: u32, width: u32) -> [u32; 4] {
-    if valid == 8 && width == 16 {
+pub unsafe fn load_chunk_regs<T: Element>(src: *const u8, valid: u32, width: u32) -> [u32; 4] {
+    if valid == T::PER_CHUNK as u32 && width == 16 {
         // SAFETY: 16 readable, aligned bytes nothing writes.
         return unsafe { crate::primitives::global::ld_global_nc_v4(src) };
     }
     let mut v = [0u32; 4];
     for e in 0..valid {
-        // SAFETY: element `e < valid` is readable; `src` is 2-byte aligned.
-        let x = unsafe { (src.add(2 * e as usize) as *const u16).read() };
-        v[e as usize / 2] |= (x as u32) << (16 * (e % 2));
+        // SAFETY: element `e < valid` is readable; `src` is aligned to the element size.
+        unsafe {
+            if T::BYTES == 4 {
+                v[e as usize] = (src.add(4 * e as usize) as *const u32).read();
+            } else {
+                let x = (src.add(2 * e as usize) as *const u16).read();
+                v[e as usize / 2] |= (x as u32) << (16 * (e % 2));
+            }
+        }
     }
     v
 }

@@ -55,6 +55,18 @@ pub unsafe fn st_shared_u16(addr: u32, value: u16) {
     unsafe { asm!("st.shared.u16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) value, options(nostack)) }
 }
 
+/// Stores 8 bytes.
+///
+/// # Safety
+/// `addr` is 8-byte aligned and inside dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_v2(addr: u32, v: [u32; 2]) {
+    // SAFETY: the caller guarantees 8 aligned bytes inside dynamic shared memory.
+    unsafe {
+        asm!("st.shared.v2.u32 [{a}], {{{x}, {y}}};", a = in(reg32) addr, x = in(reg32) v[0], y = in(reg32) v[1], options(nostack))
+    }
+}
+
 /// Stores 16 bytes.
 ///
 /// # Safety
