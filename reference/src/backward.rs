@@ -26,30 +26,32 @@ pub(super) fn backward<P: Precision>(inputs: &Inputs<'_>, dout: &super::Operand<
     let scale = P::F::from_f64(inputs.scale);
 
     let tasks = super::for_each_kv_head(sh, |b, hk| {
-        let keys = inputs.k.rows::<P::F>(b, hk, sk);
-        let values = inputs.v.rows::<P::F>(b, hk, sk);
+        let keys = inputs.k.operand_rows::<P>(b, hk, sk);
+        let values = inputs.v.operand_rows::<P>(b, hk, sk);
         let mut dk = vec![vec![P::F::ZERO; d]; sk];
         let mut dv = vec![vec![P::F::ZERO; d]; sk];
         let mut dq_rows = Vec::new();
         for h in hk * sh.group_size()..(hk + 1) * sh.group_size() {
             for i in 0..sq {
-                let q = inputs.q.row::<P::F>(b, i, h);
+                let q = inputs.q.operand_row::<P>(b, i, h);
+                // D from dO as stored; the products take dO as an operand.
                 let dout_i = dout.row::<P::F>(b, i, h);
+                let dout_op = dout.operand_row::<P>(b, i, h);
                 let visible = sh.visible_keys(i, inputs.causal);
                 let p = row_softmax::<P>(&q, &keys, visible, inputs.scale).p;
                 let mut o = vec![P::F::ZERO; d];
                 for (pj, v) in p.iter().zip(&values) {
-                    axpy(&mut o, *pj, v);
+                    axpy(&mut o, P::operand(*pj), v);
                 }
                 let o: Vec<P::F> = o.into_iter().map(P::round).collect();
                 let big_d = dot(&dout_i, &o);
                 let mut dq = vec![P::F::ZERO; d];
                 for j in 0..visible {
-                    let dp = P::round(dot(&dout_i, &values[j]));
+                    let dp = P::round(dot(&dout_op, &values[j]));
                     let ds = P::round(p[j] * (dp - big_d));
-                    axpy(&mut dq, ds, &keys[j]);
-                    axpy(&mut dk[j], ds, &q);
-                    axpy(&mut dv[j], p[j], &dout_i);
+                    axpy(&mut dq, P::operand(ds), &keys[j]);
+                    axpy(&mut dk[j], P::operand(ds), &q);
+                    axpy(&mut dv[j], P::operand(p[j]), &dout_op);
                 }
                 dq_rows.push((
                     i,

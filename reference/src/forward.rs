@@ -52,18 +52,19 @@ pub(super) fn forward<P: Precision>(inputs: &Inputs<'_>, rows: &Rows) -> Forward
 
     // One task per (batch, kv head): it owns the O and LSE entries of its query heads.
     let tasks = super::for_each_kv_head(sh, |b, hk| {
-        let keys = inputs.k.rows::<P::F>(b, hk, sh.seqlen_k);
-        let values = inputs.v.rows::<P::F>(b, hk, sh.seqlen_k);
+        let keys = inputs.k.operand_rows::<P>(b, hk, sh.seqlen_k);
+        let values = inputs.v.operand_rows::<P>(b, hk, sh.seqlen_k);
         let mut out = Vec::new();
         for h in hk * sh.group_size()..(hk + 1) * sh.group_size() {
             for (ri, &i) in rows.iter().enumerate() {
-                let q = inputs.q.row::<P::F>(b, i, h);
+                let q = inputs.q.operand_row::<P>(b, i, h);
                 let visible = sh.visible_keys(i, inputs.causal);
                 let sm = row_softmax::<P>(&q, &keys, visible, inputs.scale);
                 let mut acc = vec![P::F::ZERO; d];
-                for (p, v) in sm.p.iter().zip(&values) {
+                for (&p, v) in sm.p.iter().zip(&values) {
+                    let p = P::operand(p);
                     for (a, &x) in acc.iter_mut().zip(v) {
-                        *a = *a + *p * x;
+                        *a = *a + p * x;
                     }
                 }
                 let row: Vec<f64> = acc.into_iter().map(|x| P::round(x).to_f64()).collect();

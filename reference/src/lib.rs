@@ -23,10 +23,10 @@ mod precision;
 pub use backward::Gradients;
 pub use error::{Error, Result};
 pub use forward::ForwardOutput;
-pub use precision::{Exact, Float, Plain, Precision};
+pub use precision::{Exact, Float, Plain, Precision, Tf32Plain, Tf32x3Plain, round_tf32};
 
-use rustflash::Element;
 use rustflash::layout::{AttentionShape, HostView, Layout4};
+use rustflash::{Dtype, Element, F32Precision};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,6 +108,40 @@ impl Attention {
         rows: &Rows,
     ) -> Result<ForwardOutput> {
         self.forward_in::<Plain<T>>(q, k, v, rows)
+    }
+
+    /// Plain attention for inputs of `T` as a kernel run with `precision` computes it: [`Plain`]
+    /// for f16 and bf16, [`Tf32Plain`] or [`Tf32x3Plain`] for f32.
+    pub fn forward_plain_as<T: Element>(
+        &self,
+        precision: F32Precision,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        rows: &Rows,
+    ) -> Result<ForwardOutput> {
+        match (T::DTYPE, precision) {
+            (Dtype::F32, F32Precision::Tf32) => self.forward_in::<Tf32Plain>(q, k, v, rows),
+            (Dtype::F32, _) => self.forward_in::<Tf32x3Plain>(q, k, v, rows),
+            _ => self.forward_in::<Plain<T>>(q, k, v, rows),
+        }
+    }
+
+    /// Plain gradients for inputs of `T` as a kernel run with `precision` computes them (see
+    /// [`Attention::forward_plain_as`]).
+    pub fn backward_plain_as<T: Element>(
+        &self,
+        precision: F32Precision,
+        q: &dyn Tensor4,
+        k: &dyn Tensor4,
+        v: &dyn Tensor4,
+        dout: &dyn Tensor4,
+    ) -> Result<Gradients> {
+        match (T::DTYPE, precision) {
+            (Dtype::F32, F32Precision::Tf32) => self.backward_in::<Tf32Plain>(q, k, v, dout),
+            (Dtype::F32, _) => self.backward_in::<Tf32x3Plain>(q, k, v, dout),
+            _ => self.backward_in::<Plain<T>>(q, k, v, dout),
+        }
     }
 
     /// Exact (float64) gradients of `Σ O ∘ dout` with respect to Q, K and V.
@@ -220,9 +254,14 @@ impl Operand<'_> {
         (0..d).map(|x| F::from_f64(self.0.get([b, s, h, x]))).collect()
     }
 
-    /// Rows `0..n` of head `h` of batch `b`, gathered for fast repeated reads.
-    fn rows<F: Float>(&self, b: usize, h: usize, n: usize) -> Vec<Vec<F>> {
-        (0..n).map(|s| self.row(b, s, h)).collect()
+    /// Row `(b, s, h)` as the operand of a product in precision `P`.
+    fn operand_row<P: Precision>(&self, b: usize, s: usize, h: usize) -> Vec<P::F> {
+        self.row::<P::F>(b, s, h).into_iter().map(P::operand).collect()
+    }
+
+    /// Rows `0..n` of head `h` of batch `b` as operands of products in precision `P`.
+    fn operand_rows<P: Precision>(&self, b: usize, h: usize, n: usize) -> Vec<Vec<P::F>> {
+        (0..n).map(|s| self.operand_row::<P>(b, s, h)).collect()
     }
 }
 

@@ -1,7 +1,7 @@
 //! One backward-attention test case: random inputs and dO, the forward's O and LSE, a launch on
 //! the GPU with the gradients and the workspace poisoned with NaN, and the check of dQ, dK and dV
 //! against the float64 reference backward: per tensor `max|ours − ref| <= 3 · max|plain − ref| +
-//! 2 ulp` ([`Tolerance::gradient`]; plain = `backward_plain::<T>`, f32 accumulation and rounding
+//! 2 ulp` ([`Tolerance::gradient`]; plain = `backward_plain_as::<T>`, f32 accumulation and rounding
 //! to the element type).
 //!
 //! The forward's O and LSE are the float64 reference forward's (O rounded to the element type,
@@ -20,7 +20,7 @@ use crate::forward_case::{Operand, Placement, report};
 use crate::gpu::{download, upload};
 use crate::harness::{Context, Failure, TestResult, ensure, fail};
 use crate::rng::Rng;
-use half::{bf16, f16};
+use rustflash::F32Precision;
 use rustflash::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use rustflash::layout::{AttentionShape, HostView, Layout, Layout4};
 use rustflash::{
@@ -44,6 +44,8 @@ pub const REFERENCE_WORKERS: usize = 8;
 #[derive(Clone, Copy, Debug)]
 pub struct BackwardCase {
     pub bf16: bool,
+    /// f32 inputs multiplied in this precision (`bf16` is then ignored).
+    pub f32: Option<F32Precision>,
     pub shape: AttentionShape,
     pub causal: bool,
     /// Contiguous: every tensor its own buffer. Packed: Q, K, V in one `(b, s, 3, h, d)` buffer
@@ -62,7 +64,7 @@ impl BackwardCase {
         let s = self.shape;
         format!(
             "{}_b{}_sq{}_sk{}_h{}x{}_d{}{}_{:?}{}{}_{}",
-            if self.bf16 { "bf16" } else { "f16" },
+            crate::dtype_name(self.f32, self.bf16),
             s.batch,
             s.seqlen_q,
             s.seqlen_k,
@@ -79,7 +81,10 @@ impl BackwardCase {
     }
 
     pub fn options(&self) -> BackwardOptions {
-        let mut o = BackwardOptions::default().causal(self.causal).deterministic(self.deterministic);
+        let mut o = BackwardOptions::default()
+            .causal(self.causal)
+            .deterministic(self.deterministic)
+            .f32_precision(self.f32.unwrap_or_default());
         if let Some(t) = self.tile {
             o = o.tile(t);
         }
@@ -116,20 +121,20 @@ impl BackwardCase {
 
     /// One launch, checked.
     pub fn run(&self, ctx: &Context) -> TestResult {
-        if self.bf16 { run::<bf16>(self, ctx, 1) } else { run::<f16>(self, ctx, 1) }
+        crate::by_dtype!(self, run(self, ctx, 1))
     }
 
     /// Two launches on the same inputs, gradients and workspace poisoned before each: the
     /// gradient buffers must match bit for bit (meant for the deterministic mode); the first is
     /// checked against the reference.
     pub fn run_twice_bitwise(&self, ctx: &Context) -> TestResult {
-        if self.bf16 { run::<bf16>(self, ctx, 2) } else { run::<f16>(self, ctx, 2) }
+        crate::by_dtype!(self, run(self, ctx, 2))
     }
 
     /// The host-side checks of a trial exercised on the CPU, no GPU needed (see [`self_test`]):
     /// for the test binary's CPU trials.
     pub fn run_host_self_test(&self, ctx: &Context) -> TestResult {
-        if self.bf16 { self_test::<bf16>(self, ctx) } else { self_test::<f16>(self, ctx) }
+        crate::by_dtype!(self, self_test(self, ctx))
     }
 
     /// Through our forward: `forward_saved`, then `SavedForward::backward` deterministic, the
@@ -137,7 +142,7 @@ impl BackwardCase {
     /// `SavedForward::backward` in the default mode; both modes checked against the reference.
     /// Contiguous tensors; `placement`, `tile` and `deterministic` are not used.
     pub fn run_saved(&self, ctx: &Context) -> TestResult {
-        if self.bf16 { saved::<bf16>(self, ctx) } else { saved::<f16>(self, ctx) }
+        crate::by_dtype!(self, saved(self, ctx))
     }
 }
 
@@ -322,13 +327,14 @@ fn unravel(mut i: usize, shape: [usize; 4]) -> [usize; 4] {
 /// Exact and plain gradients, the two evaluations on parallel threads.
 fn reference_gradients<T: Element>(
     att: &Attention,
+    precision: F32Precision,
     q: &HostView<'_, T>,
     k: &HostView<'_, T>,
     v: &HostView<'_, T>,
     dout: &HostView<'_, T>,
 ) -> Result<(Gradients, Gradients), Failure> {
     let (exact, plain) = std::thread::scope(|scope| {
-        let plain = scope.spawn(|| att.backward_plain::<T>(q, k, v, dout));
+        let plain = scope.spawn(|| att.backward_plain_as::<T>(precision, q, k, v, dout));
         let exact = att.backward(q, k, v, dout);
         (exact, plain.join())
     });
@@ -338,6 +344,7 @@ fn reference_gradients<T: Element>(
 
 /// dQ, dK and dV (contiguous, f64) against the reference's.
 fn compare_gradients<T: Element>(
+    f32: Option<F32Precision>,
     shape: AttentionShape,
     ours: [&[f64]; 3],
     reference: &Gradients,
@@ -345,7 +352,14 @@ fn compare_gradients<T: Element>(
 ) -> Vec<Comparison> {
     let (qs, ks) = (shape.q_shape(), shape.kv_shape());
     let cmp = |name: &str, shape: &[usize], ours: &[f64], plain: &[f64], reference: &[f64]| -> Comparison {
-        compare(name, shape, ours, plain, reference, Tolerance::gradient::<T>(reference))
+        compare(
+            name,
+            shape,
+            ours,
+            plain,
+            reference,
+            crate::tolerance(f32, Tolerance::gradient::<T>(reference), reference),
+        )
     };
     vec![
         cmp("dQ", &qs, ours[0], &plain.dq, &reference.dq),
@@ -378,9 +392,15 @@ fn check_host<T: Element>(
     }
     let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
     let dout = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
-    let (reference, plain) =
-        reference_gradients(&c.attention(), &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
-    Ok(compare_gradients::<T>(s, [&dq, &dk, &dv], &reference, &plain))
+    let (reference, plain) = reference_gradients(
+        &c.attention(),
+        c.f32.unwrap_or_default(),
+        &host(&p.q),
+        &host(&p.k),
+        &host(&p.v),
+        &dout,
+    )?;
+    Ok(compare_gradients::<T>(c.f32, s, [&dq, &dk, &dv], &reference, &plain))
 }
 
 /// What [`check_host`] concludes: `Err` with the message of the first failure.
@@ -411,7 +431,13 @@ fn self_test<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
     if ![s.batch, s.seqlen_q, s.seqlen_k, s.heads_q].contains(&0) {
         let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
         let hd = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
-        let g = c.attention().backward_plain::<T>(&host(&p.q), &host(&p.k), &host(&p.v), &hd)?;
+        let g = c.attention().backward_plain_as::<T>(
+            c.f32.unwrap_or_default(),
+            &host(&p.q),
+            &host(&p.k),
+            &host(&p.v),
+            &hd,
+        )?;
         (gq, gk, gv) = (g.dq, g.dk, g.dv);
     }
     let nan = T::from_f32(f32::NAN);
@@ -519,7 +545,14 @@ impl<T: Element> Setup<T> {
         let mut lse: Vec<f32> = rng.uniform_vec(p.lse_len.max(1), -3.0, 3.0);
         if s.batch > 0 && s.heads_q > 0 && s.seqlen_q > 0 {
             let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
-            let fwd = c.attention().forward(&host(&p.q), &host(&p.k), &host(&p.v), &Rows::All)?;
+            // float32 gets the O and LSE of a forward in its own mode (as ours would give): the
+            // exact O differs from `Σ P · tf32(V)` by TF32's rounding, which `D = rowsum(dO ∘ O)`
+            // would carry into every dS, unlike the plain reference's own O.
+            let (att, (q, k, v)) = (c.attention(), (host(&p.q), host(&p.k), host(&p.v)));
+            let fwd = match c.f32 {
+                Some(precision) => att.forward_plain_as::<T>(precision, &q, &k, &v, &Rows::All)?,
+                None => att.forward(&q, &k, &v, &Rows::All)?,
+            };
             scatter(&mut out, &p.out, &fwd.o);
             let [bn, hn, sn] = s.lse_shape();
             for b in 0..bn {
@@ -699,9 +732,10 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         upload(&stream, &vec![nan; kn.max(1)])?,
     ];
 
-    let fwd_options = ForwardOptions::default().causal(c.causal);
+    let precision = c.f32.unwrap_or_default();
+    let fwd_options = ForwardOptions::default().causal(c.causal).f32_precision(precision);
     let default_mode = BackwardOptions::from(&fwd_options);
-    ensure(default_mode == BackwardOptions::default().causal(c.causal), || {
+    ensure(default_mode == BackwardOptions::default().causal(c.causal).f32_precision(precision), || {
         format!("BackwardOptions::from({fwd_options:?}) = {default_mode:?}")
     })?;
     // The default mode's workspace, the larger: it serves both modes.
@@ -779,13 +813,19 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
     fn view<T>(data: &[T], shape: [usize; 4]) -> HostView<'_, T> {
         HostView { data, layout: Layout4::contiguous(shape) }
     }
-    let (reference, plain) =
-        reference_gradients(&c.attention(), &view(hq, qs), &view(hk, ks), &view(hv, ks), &view(hdout, qs))?;
+    let (reference, plain) = reference_gradients(
+        &c.attention(),
+        c.f32.unwrap_or_default(),
+        &view(hq, qs),
+        &view(hk, ks),
+        &view(hv, ks),
+        &view(hdout, qs),
+    )?;
     for (mode, r) in [("deterministic", &results[0]), ("default", &results[2])] {
         let g: Vec<Vec<f64>> = r.iter().map(|b| b.iter().map(|x| x.to_f64()).collect()).collect();
         exact_zeros(s, c.causal, &g[0], &g[1], &g[2])?;
         println!("    {mode} mode:");
-        report(&compare_gradients::<T>(s, [&g[0], &g[1], &g[2]], &reference, &plain))?;
+        report(&compare_gradients::<T>(c.f32, s, [&g[0], &g[1], &g[2]], &reference, &plain))?;
     }
     Ok(())
 }

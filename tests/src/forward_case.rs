@@ -4,7 +4,7 @@
 use crate::gpu::{download, upload};
 use crate::harness::{Context, TestResult, fail};
 use crate::rng::Rng;
-use half::{bf16, f16};
+use rustflash::F32Precision;
 use rustflash::layout::{AttentionShape, HostView, Layout4};
 use rustflash::{
     DeviceTensor, DeviceTensorMut, Element, FlashAttention, ForwardOptions, ForwardTile, KernelPath,
@@ -26,6 +26,8 @@ pub enum Placement {
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardCase {
     pub bf16: bool,
+    /// f32 inputs multiplied in this precision (`bf16` is then ignored).
+    pub f32: Option<F32Precision>,
     pub shape: AttentionShape,
     pub causal: bool,
     pub placement: Placement,
@@ -40,7 +42,7 @@ impl ForwardCase {
         let s = self.shape;
         format!(
             "{}_b{}_sq{}_sk{}_h{}x{}_d{}{}_{:?}{}_{}",
-            if self.bf16 { "bf16" } else { "f16" },
+            crate::dtype_name(self.f32, self.bf16),
             s.batch,
             s.seqlen_q,
             s.seqlen_k,
@@ -56,12 +58,12 @@ impl ForwardCase {
     }
 
     pub fn run(&self, ctx: &Context) -> TestResult {
-        if self.bf16 { run::<bf16>(self, ctx) } else { run::<f16>(self, ctx) }
+        crate::by_dtype!(self, run(self, ctx))
     }
 
     /// This problem on the operands of `p` instead of its own placement.
     pub fn run_on(&self, p: &Placed, ctx: &Context) -> TestResult {
-        if self.bf16 { run_placed::<bf16>(self, p, ctx) } else { run_placed::<f16>(self, p, ctx) }
+        crate::by_dtype!(self, run_placed(self, p, ctx))
     }
 }
 
@@ -246,7 +248,7 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
     let (q, k, v) = (view(&p.q), view(&p.k), view(&p.v));
     let mut out = DeviceTensorMut { data: dout.slice_mut(p.out.offset..), layout: p.out.layout };
     let mut lse = DeviceTensorMut { data: dlse.slice_mut(p.lse.offset..), layout: p.lse.layout };
-    let mut options = ForwardOptions::default().causal(c.causal);
+    let mut options = ForwardOptions::default().causal(c.causal).f32_precision(c.f32.unwrap_or_default());
     if let Some(t) = c.tile {
         options = options.tile(t);
     }
@@ -291,10 +293,17 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
     let (hq, hk, hvv) = (host(&p.q), host(&p.k), host(&p.v));
     let sel = if c.sample_rows.is_some() { Rows::Sample(rows.clone()) } else { Rows::All };
     let reference = att.forward(&hq, &hk, &hvv, &sel)?;
-    let plain = att.forward_plain::<T>(&hq, &hk, &hvv, &sel)?;
+    let plain = att.forward_plain_as::<T>(c.f32.unwrap_or_default(), &hq, &hk, &hvv, &sel)?;
 
     let o_shape = [s.batch, rows.len(), s.heads_q, s.headdim];
-    let o = compare("O", &o_shape, &ours, &plain.o, &reference.o, Tolerance::output::<T>(&reference.o));
+    let o = compare(
+        "O",
+        &o_shape,
+        &ours,
+        &plain.o,
+        &reference.o,
+        crate::tolerance(c.f32, Tolerance::output::<T>(&reference.o), &reference.o),
+    );
     let lse = compare(
         "LSE",
         &[s.batch, s.heads_q, rows.len()],

@@ -13,7 +13,7 @@
 //! catch what it must), and checks of the matrix itself (coverage, tier sizes, the reference's
 //! time budget).
 //!
-//! `RUSTFLASH_TIER=quick` runs about 145 GPU trials (the Volta path's included) in about a minute; the full tier a few minutes on
+//! `RUSTFLASH_TIER=quick` runs about 200 GPU trials (the Volta path's and float32's included) in about a minute; the full tier a few minutes on
 //! an H100 host (the CPU reference dominates: shapes are capped so that one (batch, K/V head)
 //! pair's reference takes at most ~3 s). Every trial prints its error ratios (`ratio dQ=.. dK=..
 //! dV=..`), which the bundle's summary reduces to the worst per tensor.
@@ -22,8 +22,8 @@ use half::f16;
 use rustflash::cudarc::driver::CudaSlice;
 use rustflash::layout::AttentionShape;
 use rustflash::{
-    BackwardOptions, BackwardTile, BackwardWorkspace, DeviceTensor, DeviceTensorMut, Error, FlashAttention,
-    ForwardOptions, KernelPath,
+    BackwardOptions, BackwardTile, BackwardWorkspace, DeviceTensor, DeviceTensorMut, Error, F32Precision,
+    FlashAttention, ForwardOptions, KernelPath,
 };
 use rustflash_tests::backward_case::BackwardCase;
 use rustflash_tests::forward_case::Placement;
@@ -50,7 +50,7 @@ const MAX_UNITS_PER_PAIR: f64 = 2.7e8;
 /// Budgets of the reference's estimated time, seconds on a 16-core GPU host.
 const QUICK_REFERENCE_SECONDS: f64 = 45.0;
 const FULL_REFERENCE_SECONDS: f64 = 240.0;
-const QUICK_TRIALS: Range<usize> = 100..171;
+const QUICK_TRIALS: Range<usize> = 150..231;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -128,6 +128,7 @@ fn case(
     };
     let make = |gqa| BackwardCase {
         bf16,
+        f32: None,
         shape: shape(gqa),
         causal,
         placement,
@@ -151,6 +152,7 @@ fn plan() -> Vec<Planned> {
     for d in 1..=256 {
         let c = BackwardCase {
             bf16: d % 2 == 0,
+            f32: None,
             shape: AttentionShape {
                 batch: 1,
                 seqlen_q: 37,
@@ -229,6 +231,7 @@ fn plan() -> Vec<Planned> {
     {
         let c = BackwardCase {
             bf16: n % 2 == 1,
+            f32: None,
             shape: AttentionShape {
                 batch: b,
                 seqlen_q: sq,
@@ -251,6 +254,7 @@ fn plan() -> Vec<Planned> {
     for det in [false, true] {
         let c = BackwardCase {
             bf16: true,
+            f32: None,
             shape: AttentionShape {
                 batch: 16_384,
                 seqlen_q: 3,
@@ -294,6 +298,7 @@ fn plan() -> Vec<Planned> {
         plan.push(planned("volta_sanitize", volta(c), Kind::Check).sanitize());
     }
     plan.extend(volta_plan());
+    plan.extend(f32_plan());
     plan
 }
 
@@ -346,6 +351,59 @@ fn forced_tiles(group: &str, on: fn(BackwardCase) -> BackwardCase) -> Vec<Planne
                 plan.push(planned(group, on(c), Kind::Check).quick_if(deterministic == small));
             }
         }
+    }
+    plan
+}
+
+/// `c` in float32, TF32 mode.
+fn f32_tf32(c: BackwardCase) -> BackwardCase {
+    BackwardCase { f32: Some(F32Precision::Tf32), ..c }
+}
+
+/// `c` in float32, accurate (3xTF32) mode.
+fn f32_accurate(c: BackwardCase) -> BackwardCase {
+    BackwardCase { f32: Some(F32Precision::Accurate), ..c }
+}
+
+/// float32's trials (issue 13), each mode against plain attention that rounds the operands of
+/// every product as the mode does: the matrix once, the two modes alternating through it (by
+/// length pair, shifted per head dim); each tile class forced on every bucket in both modes;
+/// the Hopper module; the deterministic mode bit for bit; our own forward's context; a
+/// boundary subset under the sanitizer.
+fn f32_plan() -> Vec<Planned> {
+    let mut plan = matrix("f32_matrix", &[false], f32_tf32);
+    for (i, p) in plan.iter_mut().enumerate() {
+        if (i / 2 + i / 16) % 2 == 1 {
+            *p = planned("f32_matrix", f32_accurate(p.case), Kind::Check).quick_if(p.quick);
+        }
+    }
+    plan.extend(forced_tiles("f32_tile", f32_tf32));
+    plan.extend(forced_tiles("f32_accurate_tile", f32_accurate));
+    for (n, (d, lens)) in [(64, (113, 203)), (128, (256, 256)), (255, (799, 3))].into_iter().enumerate() {
+        let mut c = case(false, d, lens, true, 2, Placement::Padded, None, n == 1);
+        c.path = KernelPath::Hopper;
+        let c = if n % 2 == 0 { f32_accurate(c) } else { f32_tf32(c) };
+        plan.push(planned("f32_hopper", c, Kind::Check));
+    }
+    for (d, on) in [(64, f32_tf32 as fn(BackwardCase) -> BackwardCase), (128, f32_accurate), (256, f32_tf32)]
+    {
+        let c = case(false, d, (333, 400), true, 2, Placement::Contiguous, None, true);
+        plan.push(planned("f32_deterministic_is_bitwise", on(c), Kind::Bitwise));
+    }
+    let c = case(false, 128, (200, 333), true, 2, Placement::Contiguous, None, false);
+    plan.push(planned("f32_saved_context", f32_accurate(c), Kind::Saved));
+    for (n, (d, lens, placement)) in [
+        (33, (97, 131), Placement::Padded),
+        (256, (65, 65), Placement::Packed),
+        (100, (1, 300), Placement::Padded),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = case(false, d, lens, n != 1, 2, placement, None, n == 2);
+        c.shape.batch = 1;
+        let c = if n % 2 == 0 { f32_tf32(c) } else { f32_accurate(c) };
+        plan.push(planned("f32_sanitize", c, Kind::Check).sanitize());
     }
     plan
 }
@@ -411,6 +469,7 @@ fn host_self_test_cases() -> Vec<BackwardCase> {
     .into_iter()
     .map(|(bf16, (sq, sk), hq, hkv, d, causal, placement)| BackwardCase {
         bf16,
+        f32: None,
         shape: AttentionShape {
             batch: 2,
             seqlen_q: sq,
@@ -425,6 +484,30 @@ fn host_self_test_cases() -> Vec<BackwardCase> {
         deterministic: false,
         path: KernelPath::Ampere,
     })
+    .chain(
+        [
+            // float32 in both modes (the plain reference of each mode stands in for the kernel).
+            (Some(F32Precision::Tf32), Placement::Padded),
+            (Some(F32Precision::Accurate), Placement::Contiguous),
+        ]
+        .map(|(f32, placement)| BackwardCase {
+            bf16: false,
+            f32,
+            shape: AttentionShape {
+                batch: 2,
+                seqlen_q: 21,
+                seqlen_k: 17,
+                heads_q: 4,
+                heads_kv: 2,
+                headdim: 40,
+            },
+            causal: true,
+            placement,
+            tile: None,
+            deterministic: false,
+            path: KernelPath::Ampere,
+        }),
+    )
     .collect()
 }
 

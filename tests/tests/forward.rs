@@ -3,7 +3,8 @@
 
 use rustflash::layout::AttentionShape;
 use rustflash::{
-    DeviceTensor, DeviceTensorMut, Error, FlashAttention, ForwardOptions, ForwardTile, KernelPath,
+    DeviceTensor, DeviceTensorMut, Error, F32Precision, FlashAttention, ForwardOptions, ForwardTile,
+    KernelPath,
 };
 use rustflash_tests::forward_case::{ForwardCase, Placement};
 use rustflash_tests::harness::{Context, TestResult, Trial, ensure, fail, run};
@@ -45,7 +46,7 @@ fn case(
         (true, false) => Placement::Padded,
     };
     let sample_rows = (sq * sk > 1_100_000).then_some(300);
-    ForwardCase { bf16, shape, causal, placement, tile, sample_rows, path: KernelPath::Ampere }
+    ForwardCase { bf16, f32: None, shape, causal, placement, tile, sample_rows, path: KernelPath::Ampere }
 }
 
 fn trial(c: ForwardCase) -> Trial {
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
     for d in 1..=256 {
         let c = ForwardCase {
             bf16: d % 2 == 0,
+            f32: None,
             shape: AttentionShape {
                 batch: 1,
                 seqlen_q: 37,
@@ -143,9 +145,48 @@ fn main() -> ExitCode {
         trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
     }
 
+    // float32 (issue 13): TF32 and the accurate 3xTF32 mode, each against plain attention that
+    // rounds the operands of every product as the mode does. The matrix at reduced size, the
+    // modes alternating through it (GQA, placement, tile and the Ampere/Hopper module rotating),
+    // every tile class forced on every bucket in both modes, and every head dim.
+    let mut i = 0;
+    for d in [32, 59, 64, 96, 111, 128, 160, 192, 224, 256] {
+        for lens in [(1, 1), (1, 239), (113, 203), (799, 3), (1023, 1024)] {
+            for causal in [false, true] {
+                let mut c = case(false, d, lens, causal, GQA[i % 3], (i / 3) % 2 == 1, TILES[(i / 6) % 3]);
+                c.f32 =
+                    Some(if (i / 2 + i / 10) % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
+                if i % 5 == 4 {
+                    c.path = KernelPath::Hopper;
+                }
+                let quick = [32, 111, 256].contains(&d) && [(1, 239), (113, 203), (799, 3)].contains(&lens);
+                trials.push(if quick { trial(c) } else { trial(c).full_only() });
+                i += 1;
+            }
+        }
+    }
+    for precision in [F32Precision::Tf32, F32Precision::Accurate] {
+        for d in [32, 64, 96, 128, 160, 192, 224, 256] {
+            for tile in ForwardTile::ALL {
+                let mut c = case(false, d, (77, 301), true, 2, true, Some(tile));
+                c.f32 = Some(precision);
+                trials.push(trial(c));
+            }
+        }
+    }
+    for d in 1..=256 {
+        let mut c = case(false, d, (37, 91), d % 3 == 0, 2, d % 4 == 1, None);
+        c.shape.heads_q = 2;
+        c.shape.heads_kv = 1;
+        c.f32 = Some(if d % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
+        let t = trial(c);
+        trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
+    }
+
     // A 128k causal sequence, checked on sampled rows.
     let long = ForwardCase {
         bf16: false,
+        f32: None,
         shape: AttentionShape {
             batch: 1,
             seqlen_q: 131_072,
@@ -184,11 +225,16 @@ fn main() -> ExitCode {
         v.bf16 = false;
         v.path = KernelPath::Volta;
         trials.push(Trial::gpu(format!("forward::sanitize::{}", v.name()), move |ctx| v.run(ctx)).sanitize());
+        // And in float32, the modes alternating.
+        let mut f = c;
+        f.f32 = Some(if k % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
+        trials.push(Trial::gpu(format!("forward::sanitize::{}", f.name()), move |ctx| f.run(ctx)).sanitize());
     }
 
     // Two million (batch, head) pairs: one block each, all in grid.x (grid.y would cap at 65535).
     let many = ForwardCase {
         bf16: true,
+        f32: None,
         shape: AttentionShape {
             batch: 262_144,
             seqlen_q: 3,

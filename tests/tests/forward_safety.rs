@@ -174,6 +174,7 @@ fn odd_head_dims(ctx: &Context) -> TestResult {
         println!("    head dim {d} in pitch {pitch}: buffers of {:?} elements", p.input_lens);
         let c = ForwardCase {
             bf16: i % 2 == 0,
+            f32: None,
             shape,
             causal: i >= 3,
             placement: Placement::Contiguous,
@@ -303,6 +304,7 @@ fn no_keys(ctx: &Context) -> TestResult {
         };
         let c = ForwardCase {
             bf16: i % 2 == 1,
+            f32: None,
             shape,
             causal,
             placement: Placement::Contiguous,
@@ -391,6 +393,7 @@ fn fuzz(ctx: &Context) -> TestResult {
         };
         let c = ForwardCase {
             bf16: rng.next_u64() % 2 == 0,
+            f32: None,
             shape,
             causal: rng.next_u64() % 2 == 0,
             placement: Placement::Contiguous,
