@@ -3,8 +3,11 @@ kernels: the same functions, argument names, defaults and return conventions, so
 for `flash_attn` runs by changing the import.
 
 Tensors: q `(batch, seqlen_q, heads_q, headdim)`, k and v `(batch, seqlen_k, heads_kv,
-headdim)` with `heads_q` a multiple of `heads_kv` (GQA/MQA); float16 or bfloat16, on one CUDA
-device; head dims 1 to 256 (any, not only multiples of 8). Causal masking is aligned to the
+headdim)` with `heads_q` a multiple of `heads_kv` (GQA/MQA); float16, bfloat16 or float32 (an
+addition to FlashAttention, which has no float32), on one CUDA device; head dims 1 to 256 (any,
+not only multiples of 8). float32 follows PyTorch's own setting for float32 matrix products:
+`torch.get_float32_matmul_precision()` "highest" (PyTorch's default) runs the accurate 3xTF32
+mode, "high" or "medium" TF32 (about float16's precision; see docs/python.md). Causal masking is aligned to the
 bottom right, as FlashAttention's. `softmax_lse` is `(batch, heads_q, seqlen_q)` float32.
 Views whose last dimension is contiguous are used in place, whatever their other strides
 (packed `qkv` slices included); others are copied to contiguous tensors first.
@@ -41,7 +44,15 @@ def _attention(q, k, v, softmax_scale, causal, deterministic) -> Tuple[torch.Ten
     _ops.check("v", v, q.device, q.dtype, 4)
     if softmax_scale is not None:
         softmax_scale = float(softmax_scale)
-    return _ops.fwd(q, k, v, softmax_scale, bool(causal), bool(deterministic))
+    tf32 = q.dtype == torch.float32 and _tf32_allowed()
+    return _ops.fwd(q, k, v, softmax_scale, bool(causal), bool(deterministic), tf32)
+
+
+@torch.compiler.assume_constant_result
+def _tf32_allowed() -> bool:
+    """Whether PyTorch's float32 matrix products may use TF32 (a constant to `torch.compile`,
+    read when it traces)."""
+    return torch.get_float32_matmul_precision() != "highest"
 
 
 def flash_attn_func(

@@ -12,7 +12,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use rustflash::cudarc::driver::sys::CUstream;
 use rustflash::{
-    BackwardOptions, Device, Error, FlashAttention, ForwardOptions, RawBackward, RawForward, RawTensor,
+    BackwardOptions, Device, Error, F32Precision, FlashAttention, ForwardOptions, RawBackward, RawForward,
+    RawTensor,
 };
 use std::sync::Mutex;
 
@@ -53,8 +54,9 @@ fn parse_dtype(dtype: &str) -> PyResult<Dtype> {
     match dtype {
         "float16" => Ok(Dtype::F16),
         "bfloat16" => Ok(Dtype::Bf16),
+        "float32" => Ok(Dtype::F32),
         other => Err(PyValueError::new_err(format!(
-            "rustflash: unsupported dtype {other}: expected torch.float16 or torch.bfloat16"
+            "rustflash: unsupported dtype {other}: expected torch.float16, torch.bfloat16 or torch.float32"
         ))),
     }
 }
@@ -63,13 +65,16 @@ fn parse_dtype(dtype: &str) -> PyResult<Dtype> {
 enum Dtype {
     F16,
     Bf16,
+    F32,
 }
 
 /// `forward_raw` or `backward_raw` for one element type.
 type RawCall<A, O> = unsafe fn(&FlashAttention, CUstream, &A, &O) -> rustflash::Result<()>;
 
-fn forward_options(softmax_scale: Option<f32>, causal: bool) -> ForwardOptions {
-    let o = ForwardOptions::default().causal(causal);
+/// The options of a call; `tf32` picks float32's TF32 mode over the accurate one.
+fn forward_options(softmax_scale: Option<f32>, causal: bool, tf32: bool) -> ForwardOptions {
+    let precision = if tf32 { F32Precision::Tf32 } else { F32Precision::Accurate };
+    let o = ForwardOptions::default().causal(causal).f32_precision(precision);
     match softmax_scale {
         Some(s) => o.softmax_scale(s),
         None => o,
@@ -78,12 +83,12 @@ fn forward_options(softmax_scale: Option<f32>, causal: bool) -> ForwardOptions {
 
 /// `out = softmax(scale · q kᵀ + mask) v` and the log-sum-exp, on `stream` of GPU `device`.
 /// `q`, `k`, `v`, `out`: `(batch, seqlen, heads, headdim)`; `lse`: `(batch, heads_q,
-/// seqlen_q)` f32.
+/// seqlen_q)` f32. `tf32`: float32 inputs in TF32 mode, not the accurate (3xTF32) one.
 ///
 /// The caller (the Python layer) guarantees that every address is a live CUDA allocation of
 /// that GPU holding the view, and that `stream` is a stream of that GPU (torch's current one).
 #[pyfunction]
-#[pyo3(signature = (device, stream, dtype, q, k, v, out, lse, softmax_scale, causal))]
+#[pyo3(signature = (device, stream, dtype, q, k, v, out, lse, softmax_scale, causal, tf32))]
 #[allow(clippy::too_many_arguments)]
 fn forward(
     py: Python<'_>,
@@ -97,14 +102,16 @@ fn forward(
     lse: Tensor<3>,
     softmax_scale: Option<f32>,
     causal: bool,
+    tf32: bool,
 ) -> PyResult<()> {
     let dt = parse_dtype(dtype)?;
     let fa = attention(device)?;
     let args = RawForward { q: raw(q), k: raw(k), v: raw(v), out: raw(out), lse: raw(lse) };
-    let options = forward_options(softmax_scale, causal);
+    let options = forward_options(softmax_scale, causal, tf32);
     let launch: RawCall<RawForward, ForwardOptions> = match dt {
         Dtype::F16 => FlashAttention::forward_raw::<f16>,
         Dtype::Bf16 => FlashAttention::forward_raw::<bf16>,
+        Dtype::F32 => FlashAttention::forward_raw::<f32>,
     };
     // SAFETY: the Python layer passes live tensors of this GPU and one of its streams (see the
     // function's documentation); everything else is checked by `forward_raw`.
@@ -116,7 +123,7 @@ fn forward(
 /// elements, 16-byte aligned. As for [`forward`], the caller guarantees the addresses and the
 /// stream.
 #[pyfunction]
-#[pyo3(signature = (device, stream, dtype, q, k, v, out, lse, dout, dq, dk, dv, workspace, softmax_scale, causal, deterministic))]
+#[pyo3(signature = (device, stream, dtype, q, k, v, out, lse, dout, dq, dk, dv, workspace, softmax_scale, causal, deterministic, tf32))]
 #[allow(clippy::too_many_arguments)]
 fn backward(
     py: Python<'_>,
@@ -136,6 +143,7 @@ fn backward(
     softmax_scale: Option<f32>,
     causal: bool,
     deterministic: bool,
+    tf32: bool,
 ) -> PyResult<()> {
     let dt = parse_dtype(dtype)?;
     let fa = attention(device)?;
@@ -151,10 +159,12 @@ fn backward(
         dv: raw(dv),
         workspace: raw(workspace),
     };
-    let options = BackwardOptions::from(&forward_options(softmax_scale, causal)).deterministic(deterministic);
+    let options =
+        BackwardOptions::from(&forward_options(softmax_scale, causal, tf32)).deterministic(deterministic);
     let launch: RawCall<RawBackward, BackwardOptions> = match dt {
         Dtype::F16 => FlashAttention::backward_raw::<f16>,
         Dtype::Bf16 => FlashAttention::backward_raw::<bf16>,
+        Dtype::F32 => FlashAttention::backward_raw::<f32>,
     };
     // SAFETY: as in `forward`; everything else is checked by `backward_raw`.
     py.detach(|| unsafe { launch(&fa, stream as CUstream, &args, &options) }).map_err(to_py)

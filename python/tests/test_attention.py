@@ -72,8 +72,11 @@ def _plain(q, k, v, dout, scale, causal, dtype):
 def _ulp(dtype_name, magnitude):
     """A few units in the last place of `magnitude` in the dtype, the exponent floored at -14 as
     the Rust suite's criterion does (a reference of exact zeros still allows rounding residue)."""
-    mantissa = {"float16": 10, "bfloat16": 7}[dtype_name]
-    e = max(math.floor(math.log2(max(magnitude, 2.0**-1022))), -14)
+    mantissa = {"float16": 10, "bfloat16": 7, "float32": 23, "float32_accurate": 23}[dtype_name]
+    e = max(math.floor(math.log2(max(magnitude, 2.0**-1022))), -126 if dtype_name.startswith("float32") else -14)
+    if dtype_name == "float32_accurate":
+        # 32 ulp of max(magnitude, 1), the Rust suite's rule (`Tolerance::f32_accurate`).
+        return 32 * 2.0 ** (max(e, 0) - mantissa)
     return 2 * 2.0 ** (e - mantissa)
 
 
@@ -127,6 +130,79 @@ def _case(torch, dtype_name, b, sq, sk, hq, hkv, d, causal, seed, packed=False):
 @pytest.mark.parametrize("causal", [False, True])
 def test_forward_and_gradients(torch_gpu, seed, dtype_name, d, sq, sk, causal):
     _case(torch_gpu, dtype_name, 2, sq, sk, 4, 4, d, causal, seed)
+
+
+def _round_tf32(torch, x):
+    """`x` (float32) rounded to TF32's 10 mantissa bits, to nearest with ties away from zero, as
+    the tensor cores' `cvt.rna.tf32.f32` rounds."""
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def _plain_f32(q, k, v, dout, scale, causal, op):
+    """float32 attention and gradients as the kernels' float32 modes compute them: every product's
+    operands (q, k, v, dout, P, dS) passed through `op` (TF32 rounding, or the sum of the high and
+    low TF32 parts), f32 sums, nothing else rounded; D = rowsum(dO ∘ O) from the unrounded dO."""
+    torch = gpu_or_skip()
+    group = q.shape[2] // k.shape[2]
+    kr, vr = _repeat_kv(q, k, v)
+    qo, ko, vo, do = op(q), op(kr), op(vr), op(dout)
+    p = _scores(qo, ko, scale, causal, lambda x: x)
+    o = torch.einsum("bhqk,bkhd->bqhd", op(p), vo)
+    big_d = (dout * o).sum(-1).transpose(1, 2)[..., None]
+    dp = torch.einsum("bqhd,bkhd->bhqk", do, vo)
+    ds = p * (dp - big_d)
+    dq = scale * torch.einsum("bhqk,bkhd->bqhd", op(ds), ko)
+
+    def per_kv_head(x):
+        b, sk, hq, d = x.shape
+        return x.reshape(b, sk, hq // group, group, d).sum(3)
+
+    dk = per_kv_head(scale * torch.einsum("bhqk,bqhd->bkhd", op(ds), qo))
+    dv = per_kv_head(torch.einsum("bhqk,bqhd->bkhd", op(p), do))
+    return o, (dq, dk, dv)
+
+
+@pytest.mark.parametrize("precision", ["high", "highest"])
+@pytest.mark.parametrize("d", [1, 64, 100, 128, 256])
+@pytest.mark.parametrize("sq,sk", [(113, 203), (300, 1), (1, 300)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_float32(torch_gpu, seed, precision, d, sq, sk, causal):
+    """float32 in both modes: TF32 when PyTorch's float32 matmul precision is "high" (or
+    "medium"), the accurate 3xTF32 mode at "highest", each against plain attention that rounds
+    the products' operands as the mode does. The accurate mode's slack is 32 ulp of float32 of
+    max(|ref|, 1), as in the Rust suite."""
+    import rustflash
+
+    torch = torch_gpu
+    torch.manual_seed(seed)
+    q, k, v = (torch.randn(2, n, 4, d, device="cuda", requires_grad=True) for n in (sq, sk, sk))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        out = rustflash.flash_attn_func(q, k, v, causal=causal)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    scale = 1.0 / math.sqrt(d)
+    f64 = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    o_ref = _attention(*f64, scale, causal)
+    g_ref = torch.autograd.grad(o_ref, f64, dout.double())
+    if precision == "high":
+        op = lambda x: _round_tf32(torch, x)  # noqa: E731
+    else:
+
+        def op(x):
+            hi = _round_tf32(torch, x)
+            return hi + _round_tf32(torch, x - hi)
+
+    o_plain, g_plain = _plain_f32(q.detach(), k.detach(), v.detach(), dout, scale, causal, op)
+    name = "float32" if precision == "high" else "float32_accurate"
+    _check("O", out, o_ref, o_plain, 2, name)
+    for label, g, gr, gp in zip(["dQ", "dK", "dV"], grads, g_ref, g_plain):
+        _check(label, g, gr, gp, 3, name)
 
 
 @pytest.mark.parametrize("hkv", [1, 2])
@@ -207,8 +283,8 @@ def test_errors_name_the_argument(torch_gpu):
         rustflash.flash_attn_func(q.cpu(), q, q)
     with pytest.raises(ValueError, match="k has dtype torch.bfloat16"):
         rustflash.flash_attn_func(q, q.bfloat16(), q)
-    with pytest.raises(ValueError, match="float32"):
-        rustflash.flash_attn_func(q.float(), q.float(), q.float())
+    with pytest.raises(ValueError, match="float64"):
+        rustflash.flash_attn_func(q.double(), q.double(), q.double())
     with pytest.raises(ValueError, match="3 dimensions"):
         rustflash.flash_attn_func(q[0], q, q)
     with pytest.raises(ValueError, match="dropout_p"):

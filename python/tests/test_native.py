@@ -30,5 +30,5 @@ def test_bad_head_dim_is_a_value_error(head_dim):
 def test_unknown_dtype_is_a_value_error():
     t4 = (0, (1, 1, 1, 8), (8, 8, 8, 1))
     t3 = (0, (1, 1, 1), (1, 1, 1))
-    with pytest.raises(ValueError, match="unsupported dtype float32"):
-        rustflash._native.forward(0, 0, "float32", t4, t4, t4, t4, t3, None, False)
+    with pytest.raises(ValueError, match="unsupported dtype float64"):
+        rustflash._native.forward(0, 0, "float64", t4, t4, t4, t4, t3, None, False, False)

@@ -56,6 +56,10 @@ if [ "${1:-}" = python ]; then
   (cd "$site" && PYTHONPATH="$site" "$py" "$here/python/bench/time_interface.py" --out "$out") \
     > "$out/timing.log" 2>&1 || rc=1
   cat "$out/timing.log"
+  # float32: both modes beside torch's efficient and math backends.
+  (cd "$site" && PYTHONPATH="$site:$here/python/bench" "$py" "$here/python/bench/time_float32.py" --out "$out") \
+    > "$out/timing_f32.log" 2>&1 || rc=1
+  cat "$out/timing_f32.log"
   exit $rc
 fi
 if [ "${1:-}" = startup ]; then
