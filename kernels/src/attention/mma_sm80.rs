@@ -17,12 +17,13 @@ use crate::primitives::mma::mma_m16n8k16;
 pub enum Sm80 {}
 
 impl Sm80 {
-    /// A fragment of the 16 x 16 A tile number `mt` (rows `16 mt ..`) at k-step `ks`.
+    /// A fragment of the 16 x 16 A tile number `mt` (rows `16 mt ..`) at k-step `ks` (32 bytes
+    /// of k). Its K-major form is also the TF32 family's k8 A fragment (`mma_tf32`).
     ///
     /// # Safety
     /// The tile holds the rows and chunks addressed and is visible to the warp.
     #[inline(always)]
-    unsafe fn load_a<T: Element, A: Major, const DA: usize>(
+    pub(super) unsafe fn load_a<T: Element, A: Major, const DA: usize>(
         a: SmemTile<T, DA>,
         at: Origin,
         mt: usize,
@@ -46,12 +47,13 @@ impl Sm80 {
         }
     }
 
-    /// B fragments of the two 8-column tiles `2 np`, `2 np + 1` at k-step `ks`.
+    /// B fragments of the two 8-column tiles `2 np`, `2 np + 1` at k-step `ks` (32 bytes of k).
+    /// Its K-major form is also the TF32 family's pair of k8 B fragments (`mma_tf32`).
     ///
     /// # Safety
     /// As for [`Sm80::load_a`].
     #[inline(always)]
-    unsafe fn load_b<T: Element, B: Major, const DB: usize>(
+    pub(super) unsafe fn load_b<T: Element, B: Major, const DB: usize>(
         b: SmemTile<T, DB>,
         at: Origin,
         np: usize,

@@ -9,8 +9,9 @@
 //! Fragments: one k-step of 16 (the trait's unit) is two m16n8k8 steps of 8. A K-major operand
 //! comes by `ldmatrix`: a 16-byte chunk is 4 f32, so an 8 x 8 "b16" matrix of `ldmatrix` is an
 //! 8 x 4 f32 block, lane `l` getting element `(l / 4, l % 4)` — exactly the TF32 A and B
-//! fragments' layout, with the same row and chunk addressing as the 16-bit family's k-steps
-//! (`ldmatrix` cannot transpose 32-bit elements). An MN-major operand is read element by element.
+//! fragments' layout, at the same row and chunk addresses as a 16-bit k-step, so the 16-bit
+//! family's loaders serve (`Sm80::load_a`, `Sm80::load_b`). An MN-major operand is read element
+//! by element (`ldmatrix` cannot transpose 32-bit elements).
 //!
 //! An A operand in registers (P, dS) is its accumulators as they lie: the m16n8 accumulator holds
 //! columns `2t, 2t + 1` where the k8 A fragment wants `t, t + 4`, so the fragment's k slots are
@@ -18,11 +19,11 @@
 //! B's k rows in the same order. With k rows `2t` (and `2t + 1`) across a quad, the four rows of
 //! one read fall in different chunks of the swizzle, so those reads are free of bank conflicts.
 
+use super::mma_sm80::Sm80;
 use super::smem_tile::SmemTile;
 use super::warp_mma::{Major, Origin, WarpMma};
 use crate::element::Element;
 use crate::primitives::index::lane_id;
-use crate::primitives::ldmatrix::ldmatrix_x4;
 use crate::primitives::mma::{cvt_rna_tf32, mma_m16n8k8_tf32};
 use crate::primitives::shared::ld_shared_u32;
 
@@ -83,12 +84,11 @@ impl<const X3: bool> Tf32<X3> {
     ) -> [u32; 4] {
         let l = lane_id();
         let (g, t) = (l / 4, l % 4);
-        // SAFETY: forwarded to the caller; row addresses are 16-byte aligned chunks.
+        // SAFETY: forwarded to the caller.
         unsafe {
             if A::K_MAJOR {
-                // Lanes 0-15: rows 0-15 of the step's first chunk (k 0-3), lanes 16-31: the next.
-                let lane = a.lane_plus(at.row + l % 16, l / 16).down::<T, DA>(16 * mt as u32);
-                ldmatrix_x4::<false>(lane.chunk(SmemTile::<T, DA>::col_chunk(at.col) + 2 * k8 as u32))
+                // A k8 step of f32 is 32 bytes of k, as a 16-bit k-step: the same `ldmatrix`.
+                Sm80::load_a::<T, A, DA>(a, at, mt, k8)
             } else {
                 let (k0, m0) = (at.row + 8 * k8 as u32, at.col + 16 * mt as u32);
                 let x = |k: u32, m: u32| ld_shared_u32(a.element_addr(k0 + k, m0 + m));
@@ -108,12 +108,10 @@ impl<const X3: bool> Tf32<X3> {
         np: usize,
         k8: usize,
     ) -> [u32; 4] {
-        let l = lane_id();
         if B::K_MAJOR {
-            // Lanes 0-7: n rows 0-7 at k 0-3, 8-15: the same rows at k 4-7; 16-31: rows 8-15.
-            let lane = b.lane_plus(at.row + (l / 16) * 8 + l % 8, (l / 8) % 2).down::<T, DB>(16 * np as u32);
+            // As for A: the 16-bit family's `ldmatrix` of a 32-byte k-step.
             // SAFETY: forwarded to the caller.
-            unsafe { ldmatrix_x4::<false>(lane.chunk(SmemTile::<T, DB>::col_chunk(at.col) + 2 * k8 as u32)) }
+            unsafe { Sm80::load_b::<T, B, DB>(b, at, np, k8) }
         } else {
             // SAFETY: forwarded to the caller.
             let (lo, hi) = unsafe {
