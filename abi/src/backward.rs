@@ -284,6 +284,12 @@ macro_rules! backward_convert_kernel_name {
 /// `tf32` and `tf32x3` rows (float32, tiles twice as wide in bytes): 32 query rows per tile, so
 /// that Pᵀ and dSᵀ in registers (twice float16's size) leave room for dK and dV; Large fits an
 /// A100's 163 KB, Small 99 KB (RTX 30/40) up to head dim 224 (256 needs 100 KB).
+///
+/// `simt` rows (float32 on the CUDA cores, the `sm_70` module's padded rows of `4 · bucket + 16`
+/// bytes): Large fits a V100's 96 KB up to head dim 224, Small a T4's 64 KB up to head dim 128.
+/// There are no rows beyond those: above head dim 128 the head dim is split over two warps (to
+/// keep dK and dV within the registers), so a tile has at least 32 query rows and 16 keys, which
+/// need 66 KB at head dim 160 and 102 KB at 256.
 #[macro_export]
 macro_rules! backward_configs {
     ($callback:path) => {
@@ -346,7 +352,19 @@ macro_rules! __backward_rows {
             ($ffam, f32, F32, 192, Small, 32, 16, 1, 2, 1, 32, 16)
             ($ffam, f32, F32, 224, Small, 32, 16, 1, 2, 1, 32, 16)
             ($ffam, f32, F32, 256, Small, 32, 16, 1, 2, 1, 32, 16)
-        )*}
+        )*
+            (simt, f32, F32, 32, Large, 32, 64, 4, 1, 1, 64, 64)
+            (simt, f32, F32, 64, Large, 32, 64, 4, 1, 1, 64, 64)
+            (simt, f32, F32, 96, Large, 32, 64, 4, 1, 1, 64, 32)
+            (simt, f32, F32, 128, Large, 32, 32, 2, 1, 1, 32, 32)
+            (simt, f32, F32, 160, Large, 32, 32, 2, 2, 1, 32, 32)
+            (simt, f32, F32, 192, Large, 32, 16, 1, 2, 1, 32, 16)
+            (simt, f32, F32, 224, Large, 32, 16, 1, 2, 1, 32, 16)
+            (simt, f32, F32, 32, Small, 32, 32, 2, 1, 1, 32, 32)
+            (simt, f32, F32, 64, Small, 32, 32, 2, 1, 1, 32, 32)
+            (simt, f32, F32, 96, Small, 32, 32, 2, 1, 1, 32, 16)
+            (simt, f32, F32, 128, Small, 32, 16, 1, 1, 1, 32, 16)
+        }
     };
 }
 
@@ -405,7 +423,12 @@ mod tests {
                     && BackwardWorkspace::ROW_ALIGN.is_multiple_of(c.dq_block_m)
             );
             assert!(c.dq_block_n.is_multiple_of(16) && c.dq_block_m.is_multiple_of(16));
+            // Every class is present for every (family, dtype, bucket), so a forced tile exists,
+            // but for the CUDA-core family's Small above head dim 128 (backward_configs!).
             for tile in BackwardTile::ALL {
+                if c.family == MmaFamily::Simt && tile == BackwardTile::Small && c.head_dim > 128 {
+                    continue;
+                }
                 assert!(BACKWARD_CONFIGS.iter().any(|o| o.family == c.family
                     && o.dtype == c.dtype
                     && o.head_dim == c.head_dim
@@ -414,6 +437,12 @@ mod tests {
             assert_eq!(c.dtype.bytes(), c.family.element_bytes(), "{}", c.name);
             assert!(c.family != MmaFamily::Wmma || c.dtype == Dtype::F16, "{}", c.name);
             assert_eq!(BACKWARD_CONFIGS.iter().filter(|o| o.name == c.name).count(), 1, "{}", c.name);
+            assert_eq!(
+                BACKWARD_CONFIGS.iter().filter(|o| o.dq_name == c.dq_name).count(),
+                1,
+                "{}",
+                c.dq_name
+            );
         }
     }
 
@@ -422,6 +451,8 @@ mod tests {
         for c in BACKWARD_CONFIGS {
             let limit = match (c.family, c.tile) {
                 (MmaFamily::Wmma, BackwardTile::Large) => 96 * 1024,
+                (MmaFamily::Simt, BackwardTile::Large) => 96 * 1024,
+                (MmaFamily::Simt, BackwardTile::Small) => 64 * 1024,
                 (_, BackwardTile::Large) => 163 * 1024,
                 (MmaFamily::Wmma, BackwardTile::Small) => 64 * 1024,
                 (MmaFamily::Tf32 | MmaFamily::Tf32x3, BackwardTile::Small) if c.head_dim <= 224 => 99 * 1024,

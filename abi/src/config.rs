@@ -58,16 +58,21 @@ pub enum MmaFamily {
     /// products per pair (`hi·hi + hi·lo + lo·hi`, "3xTF32"): about float32's accuracy for three
     /// times the tensor-core work.
     Tf32x3,
+    /// CUDA-core `fma.rn.f32` (float32 inputs, exact products summed in f32: plain float32
+    /// arithmetic): the `sm_70` module's float32 family, where there is no TF32. Tiles are the
+    /// module's padded rows, `4 · cols + 16` bytes; no scratch.
+    Simt,
 }
 
 impl MmaFamily {
-    /// `"sm80"`, `"sm70"`, `"tf32"` or `"tf32x3"`, as kernel names spell it.
+    /// `"sm80"`, `"sm70"`, `"tf32"`, `"tf32x3"` or `"simt"`, as kernel names spell it.
     pub const fn name(self) -> &'static str {
         match self {
             MmaFamily::Sm80 => "sm80",
             MmaFamily::Wmma => "sm70",
             MmaFamily::Tf32 => "tf32",
             MmaFamily::Tf32x3 => "tf32x3",
+            MmaFamily::Simt => "simt",
         }
     }
 
@@ -75,7 +80,7 @@ impl MmaFamily {
     pub const fn element_bytes(self) -> usize {
         match self {
             MmaFamily::Sm80 | MmaFamily::Wmma => 2,
-            MmaFamily::Tf32 | MmaFamily::Tf32x3 => 4,
+            MmaFamily::Tf32 | MmaFamily::Tf32x3 | MmaFamily::Simt => 4,
         }
     }
 
@@ -83,20 +88,22 @@ impl MmaFamily {
     pub const fn tile_row_bytes(self, cols: usize) -> usize {
         match self {
             MmaFamily::Sm80 | MmaFamily::Tf32 | MmaFamily::Tf32x3 => self.element_bytes() * cols,
-            MmaFamily::Wmma => 2 * cols + 16,
+            // The sm_70 module pads rows by 16 bytes instead of swizzling them.
+            MmaFamily::Wmma | MmaFamily::Simt => self.element_bytes() * cols + 16,
         }
     }
 
     /// Scratch bytes per warp at the end of dynamic shared memory (one 16 x 16 f32 tile).
     pub const fn scratch_bytes(self) -> usize {
         match self {
-            MmaFamily::Sm80 | MmaFamily::Tf32 | MmaFamily::Tf32x3 => 0,
+            MmaFamily::Sm80 | MmaFamily::Tf32 | MmaFamily::Tf32x3 | MmaFamily::Simt => 0,
             MmaFamily::Wmma => 1024,
         }
     }
 }
 
-/// The [`MmaFamily`] a row of the configuration tables names (`sm80`, `sm70`, `tf32`, `tf32x3`).
+/// The [`MmaFamily`] a row of the configuration tables names (`sm80`, `sm70`, `tf32`, `tf32x3`,
+/// `simt`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! mma_family {
@@ -111,6 +118,9 @@ macro_rules! mma_family {
     };
     (tf32x3) => {
         $crate::MmaFamily::Tf32x3
+    };
+    (simt) => {
+        $crate::MmaFamily::Simt
     };
 }
 
@@ -203,6 +213,9 @@ macro_rules! forward_kernel_name {
 /// `tf32` and `tf32x3` shapes (float32: tiles twice as wide in bytes, and P in registers twice
 /// as large as float16's), one 16-row tile per warp: Large fits 99 KB (RTX 30/40) at every head
 /// dim, Small 64 KB.
+///
+/// `simt` shapes (float32 on the CUDA cores, the `sm_70` module's padded rows): Large fits a
+/// V100's 96 KB at every head dim, Small a T4's 64 KB.
 #[macro_export]
 macro_rules! forward_configs {
     ($callback:path) => {
@@ -265,7 +278,24 @@ macro_rules! __forward_rows {
             ($ffam, f32, F32, 192, 32, 16, 2, 1, Small)
             ($ffam, f32, F32, 224, 32, 16, 2, 1, Small)
             ($ffam, f32, F32, 256, 32, 16, 2, 1, Small)
-        )*}
+        )*
+            (simt, f32, F32, 32, 64, 64, 4, 1, Large)
+            (simt, f32, F32, 64, 64, 64, 4, 1, Large)
+            (simt, f32, F32, 96, 64, 64, 4, 1, Large)
+            (simt, f32, F32, 128, 64, 32, 4, 1, Large)
+            (simt, f32, F32, 160, 64, 32, 4, 1, Large)
+            (simt, f32, F32, 192, 64, 16, 4, 1, Large)
+            (simt, f32, F32, 224, 64, 16, 4, 1, Large)
+            (simt, f32, F32, 256, 32, 16, 2, 1, Large)
+            (simt, f32, F32, 32, 64, 32, 4, 1, Small)
+            (simt, f32, F32, 64, 64, 32, 4, 1, Small)
+            (simt, f32, F32, 96, 64, 32, 4, 1, Small)
+            (simt, f32, F32, 128, 64, 16, 4, 1, Small)
+            (simt, f32, F32, 160, 64, 16, 4, 1, Small)
+            (simt, f32, F32, 192, 32, 16, 2, 1, Small)
+            (simt, f32, F32, 224, 32, 16, 2, 1, Small)
+            (simt, f32, F32, 256, 16, 16, 1, 1, Small)
+        }
     };
 }
 
@@ -316,7 +346,7 @@ mod tests {
                     && o.head_dim == c.head_dim
                     && o.tile == tile));
             }
-            // Each family takes its own element types: WMMA f16, TF32 f32.
+            // Each family takes its own element types: WMMA f16, TF32 and the CUDA cores f32.
             assert_eq!(c.dtype.bytes(), c.family.element_bytes(), "{}", c.name);
             assert!(c.family != MmaFamily::Wmma || c.dtype == Dtype::F16, "{}", c.name);
             // Names are unique (one entry point each).
@@ -332,8 +362,8 @@ mod tests {
         for c in FORWARD_CONFIGS.iter().filter(|c| c.tile == ForwardTile::Large) {
             assert!(c.shared_bytes() <= 99 * 1024, "{} needs {}", c.name, c.shared_bytes());
         }
-        // A V100 (96 KB) runs every WMMA row.
-        for c in FORWARD_CONFIGS.iter().filter(|c| c.family == MmaFamily::Wmma) {
+        // A V100 (96 KB) runs every row of the sm_70 module.
+        for c in FORWARD_CONFIGS.iter().filter(|c| matches!(c.family, MmaFamily::Wmma | MmaFamily::Simt)) {
             assert!(c.shared_bytes() <= 96 * 1024, "{} needs {}", c.name, c.shared_bytes());
         }
     }

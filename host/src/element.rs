@@ -3,7 +3,7 @@
 use half::{bf16, f16};
 
 /// An element type of attention's tensors: `f16`, `bf16` (16-bit tensor-core types) or `f32`
-/// (TF32 tensor cores, see [`F32Precision`]). Sealed. It is a `cudarc` device type, so
+/// (TF32 tensor cores from 8.0, CUDA cores on 7.x; see [`F32Precision`]). Sealed. It is a `cudarc` device type, so
 /// `CudaSlice<T>` buffers of it can be passed straight in.
 pub trait Element:
     Copy
@@ -95,6 +95,9 @@ impl Element for f32 {
 /// `Accurate` is the default, as PyTorch's float32 matrix products are full precision unless
 /// TF32 is allowed. Tests bound each mode against a CPU attention that rounds the operands of
 /// every product the same way (docs/testing.md).
+///
+/// On the Volta path (compute capability 7.x, which has no TF32) float32 runs on the CUDA cores,
+/// plain float32 products and sums, in either mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum F32Precision {

@@ -49,6 +49,22 @@ impl KernelPath {
     }
 }
 
+impl KernelPath {
+    /// The matrix-multiply family that runs `dtype` on this path, `precision` choosing between
+    /// the TF32 families for f32 on the Ampere and Hopper paths: what the kernels' names and a
+    /// plain reference follow.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming `q` for bfloat16 on the Volta path.
+    pub fn family(
+        self,
+        dtype: crate::Dtype,
+        precision: crate::F32Precision,
+    ) -> crate::Result<crate::MmaFamily> {
+        crate::attention::dispatch::family(self, dtype, precision)
+    }
+}
+
 impl fmt::Display for KernelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} ({})", self, self.arch())

@@ -26,7 +26,7 @@ pub use forward::ForwardOutput;
 pub use precision::{Exact, Float, Plain, Precision, Tf32Plain, Tf32x3Plain, round_tf32};
 
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::{Dtype, Element, F32Precision};
+use rustflash::{Element, MmaFamily};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -110,36 +110,37 @@ impl Attention {
         self.forward_in::<Plain<T>>(q, k, v, rows)
     }
 
-    /// Plain attention for inputs of `T` as a kernel run with `precision` computes it: [`Plain`]
-    /// for f16 and bf16, [`Tf32Plain`] or [`Tf32x3Plain`] for f32.
+    /// Plain attention for inputs of `T` as a kernel of `family` computes it: [`Tf32Plain`] or
+    /// [`Tf32x3Plain`] for the TF32 families, [`Plain`] in `T` for the others (f16, bf16, and
+    /// f32 on the CUDA cores).
     pub fn forward_plain_as<T: Element>(
         &self,
-        precision: F32Precision,
+        family: MmaFamily,
         q: &dyn Tensor4,
         k: &dyn Tensor4,
         v: &dyn Tensor4,
         rows: &Rows,
     ) -> Result<ForwardOutput> {
-        match (T::DTYPE, precision) {
-            (Dtype::F32, F32Precision::Tf32) => self.forward_in::<Tf32Plain>(q, k, v, rows),
-            (Dtype::F32, _) => self.forward_in::<Tf32x3Plain>(q, k, v, rows),
+        match family {
+            MmaFamily::Tf32 => self.forward_in::<Tf32Plain>(q, k, v, rows),
+            MmaFamily::Tf32x3 => self.forward_in::<Tf32x3Plain>(q, k, v, rows),
             _ => self.forward_in::<Plain<T>>(q, k, v, rows),
         }
     }
 
-    /// Plain gradients for inputs of `T` as a kernel run with `precision` computes them (see
+    /// Plain gradients for inputs of `T` as a kernel of `family` computes them (see
     /// [`Attention::forward_plain_as`]).
     pub fn backward_plain_as<T: Element>(
         &self,
-        precision: F32Precision,
+        family: MmaFamily,
         q: &dyn Tensor4,
         k: &dyn Tensor4,
         v: &dyn Tensor4,
         dout: &dyn Tensor4,
     ) -> Result<Gradients> {
-        match (T::DTYPE, precision) {
-            (Dtype::F32, F32Precision::Tf32) => self.backward_in::<Tf32Plain>(q, k, v, dout),
-            (Dtype::F32, _) => self.backward_in::<Tf32x3Plain>(q, k, v, dout),
+        match family {
+            MmaFamily::Tf32 => self.backward_in::<Tf32Plain>(q, k, v, dout),
+            MmaFamily::Tf32x3 => self.backward_in::<Tf32x3Plain>(q, k, v, dout),
             _ => self.backward_in::<Plain<T>>(q, k, v, dout),
         }
     }

@@ -20,14 +20,14 @@ use crate::forward_case::{Operand, Placement, report};
 use crate::gpu::{download, upload};
 use crate::harness::{Context, Failure, TestResult, ensure, fail};
 use crate::rng::Rng;
-use rustflash::F32Precision;
 use rustflash::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use rustflash::layout::{AttentionShape, HostView, Layout, Layout4};
 use rustflash::{
     BackwardOptions, BackwardTile, DeviceTensor, DeviceTensorMut, Element, FlashAttention, ForwardOptions,
     KernelPath, RawBackward, RawTensor,
 };
-use rustflash_reference::check::{Comparison, Tolerance, compare};
+use rustflash::{F32Precision, MmaFamily};
+use rustflash_reference::check::{Comparison, Tolerance, compare, max_abs_finite};
 use rustflash_reference::{Attention, Gradients, Rows};
 use std::sync::Arc;
 
@@ -327,14 +327,14 @@ fn unravel(mut i: usize, shape: [usize; 4]) -> [usize; 4] {
 /// Exact and plain gradients, the two evaluations on parallel threads.
 fn reference_gradients<T: Element>(
     att: &Attention,
-    precision: F32Precision,
+    family: MmaFamily,
     q: &HostView<'_, T>,
     k: &HostView<'_, T>,
     v: &HostView<'_, T>,
     dout: &HostView<'_, T>,
 ) -> Result<(Gradients, Gradients), Failure> {
     let (exact, plain) = std::thread::scope(|scope| {
-        let plain = scope.spawn(|| att.backward_plain_as::<T>(precision, q, k, v, dout));
+        let plain = scope.spawn(|| att.backward_plain_as::<T>(family, q, k, v, dout));
         let exact = att.backward(q, k, v, dout);
         (exact, plain.join())
     });
@@ -344,13 +344,17 @@ fn reference_gradients<T: Element>(
 
 /// dQ, dK and dV (contiguous, f64) against the reference's.
 fn compare_gradients<T: Element>(
-    f32: Option<F32Precision>,
+    family: MmaFamily,
     shape: AttentionShape,
     ours: [&[f64]; 3],
     reference: &Gradients,
     plain: &Gradients,
 ) -> Vec<Comparison> {
     let (qs, ks) = (shape.q_shape(), shape.kv_shape());
+    let magnitude = [&reference.dq, &reference.dk, &reference.dv]
+        .map(|g| max_abs_finite(g))
+        .into_iter()
+        .fold(0.0, f64::max);
     let cmp = |name: &str, shape: &[usize], ours: &[f64], plain: &[f64], reference: &[f64]| -> Comparison {
         compare(
             name,
@@ -358,7 +362,7 @@ fn compare_gradients<T: Element>(
             ours,
             plain,
             reference,
-            crate::tolerance(f32, Tolerance::gradient::<T>(reference), reference),
+            crate::tolerance(family, Tolerance::gradient::<T>(reference), magnitude),
         )
     };
     vec![
@@ -392,15 +396,10 @@ fn check_host<T: Element>(
     }
     let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
     let dout = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
-    let (reference, plain) = reference_gradients(
-        &c.attention(),
-        c.f32.unwrap_or_default(),
-        &host(&p.q),
-        &host(&p.k),
-        &host(&p.v),
-        &dout,
-    )?;
-    Ok(compare_gradients::<T>(c.f32, s, [&dq, &dk, &dv], &reference, &plain))
+    let family = crate::family::<T>(c.path, c.f32)?;
+    let (reference, plain) =
+        reference_gradients(&c.attention(), family, &host(&p.q), &host(&p.k), &host(&p.v), &dout)?;
+    Ok(compare_gradients::<T>(family, s, [&dq, &dk, &dv], &reference, &plain))
 }
 
 /// What [`check_host`] concludes: `Err` with the message of the first failure.
@@ -432,7 +431,7 @@ fn self_test<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         let host = |o: &Operand| HostView { data: &inputs[o.buffer][o.offset..], layout: o.layout };
         let hd = HostView { data: &dout[p.dout.offset..], layout: p.dout.layout };
         let g = c.attention().backward_plain_as::<T>(
-            c.f32.unwrap_or_default(),
+            crate::family::<T>(c.path, c.f32)?,
             &host(&p.q),
             &host(&p.k),
             &host(&p.v),
@@ -550,7 +549,9 @@ impl<T: Element> Setup<T> {
             // would carry into every dS, unlike the plain reference's own O.
             let (att, (q, k, v)) = (c.attention(), (host(&p.q), host(&p.k), host(&p.v)));
             let fwd = match c.f32 {
-                Some(precision) => att.forward_plain_as::<T>(precision, &q, &k, &v, &Rows::All)?,
+                Some(_) => {
+                    att.forward_plain_as::<T>(crate::family::<T>(c.path, c.f32)?, &q, &k, &v, &Rows::All)?
+                }
                 None => att.forward(&q, &k, &v, &Rows::All)?,
             };
             scatter(&mut out, &p.out, &fwd.o);
@@ -813,9 +814,10 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
     fn view<T>(data: &[T], shape: [usize; 4]) -> HostView<'_, T> {
         HostView { data, layout: Layout4::contiguous(shape) }
     }
+    let family = crate::family::<T>(c.path, c.f32)?;
     let (reference, plain) = reference_gradients(
         &c.attention(),
-        c.f32.unwrap_or_default(),
+        family,
         &view(hq, qs),
         &view(hk, ks),
         &view(hv, ks),
@@ -825,7 +827,7 @@ fn saved<T: Element>(c: &BackwardCase, ctx: &Context) -> TestResult {
         let g: Vec<Vec<f64>> = r.iter().map(|b| b.iter().map(|x| x.to_f64()).collect()).collect();
         exact_zeros(s, c.causal, &g[0], &g[1], &g[2])?;
         println!("    {mode} mode:");
-        report(&compare_gradients::<T>(c.f32, s, [&g[0], &g[1], &g[2]], &reference, &plain))?;
+        report(&compare_gradients::<T>(family, s, [&g[0], &g[1], &g[2]], &reference, &plain))?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use rustflash::layout::{AttentionShape, HostView, Layout4};
 use rustflash::{
     DeviceTensor, DeviceTensorMut, Element, FlashAttention, ForwardOptions, ForwardTile, KernelPath,
 };
-use rustflash_reference::check::{Comparison, Tolerance, compare};
+use rustflash_reference::check::{Comparison, Tolerance, compare, max_abs_finite};
 use rustflash_reference::{Attention, Rows};
 
 /// How Q, K and V are laid out in device memory.
@@ -293,7 +293,8 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
     let (hq, hk, hvv) = (host(&p.q), host(&p.k), host(&p.v));
     let sel = if c.sample_rows.is_some() { Rows::Sample(rows.clone()) } else { Rows::All };
     let reference = att.forward(&hq, &hk, &hvv, &sel)?;
-    let plain = att.forward_plain_as::<T>(c.f32.unwrap_or_default(), &hq, &hk, &hvv, &sel)?;
+    let family = crate::family::<T>(c.path, c.f32)?;
+    let plain = att.forward_plain_as::<T>(family, &hq, &hk, &hvv, &sel)?;
 
     let o_shape = [s.batch, rows.len(), s.heads_q, s.headdim];
     let o = compare(
@@ -302,7 +303,7 @@ pub fn run_placed<T: Element>(c: &ForwardCase, p: &Placed, ctx: &Context) -> Tes
         &ours,
         &plain.o,
         &reference.o,
-        crate::tolerance(c.f32, Tolerance::output::<T>(&reference.o), &reference.o),
+        crate::tolerance(family, Tolerance::output::<T>(&reference.o), max_abs_finite(&reference.o)),
     );
     let lse = compare(
         "LSE",

@@ -29,15 +29,25 @@ macro_rules! by_dtype {
     };
 }
 
-/// A comparison's tolerance for a case of `f32` precision (`None`: f16 or bf16): the accurate
-/// mode's slack has a floor for exact zeros (see `Tolerance::f32_accurate`).
-pub fn tolerance(
+/// The matrix-multiply family that runs a case of element type `T` (`f32`: its precision) on
+/// `path`: what its plain reference and its tolerance follow.
+pub fn family<T: rustflash::Element>(
+    path: rustflash::KernelPath,
     f32: Option<rustflash::F32Precision>,
+) -> rustflash::Result<rustflash::MmaFamily> {
+    path.family(T::DTYPE, f32.unwrap_or_default())
+}
+
+/// A comparison's tolerance for a case run by `family`: the float32 families of f32 accuracy
+/// (3xTF32, the CUDA cores) have a slack of at least 32 ulp of `magnitude` (the tensor's largest
+/// `|ref|`, or the largest of the three gradients'; see `Tolerance::f32_accurate`).
+pub fn tolerance(
+    family: rustflash::MmaFamily,
     t: rustflash_reference::check::Tolerance,
-    reference: &[f64],
+    magnitude: f64,
 ) -> rustflash_reference::check::Tolerance {
-    match f32 {
-        Some(rustflash::F32Precision::Accurate) => t.f32_accurate(reference),
+    match family {
+        rustflash::MmaFamily::Tf32x3 | rustflash::MmaFamily::Simt => t.f32_accurate(magnitude),
         _ => t,
     }
 }

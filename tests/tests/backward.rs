@@ -50,7 +50,7 @@ const MAX_UNITS_PER_PAIR: f64 = 2.7e8;
 /// Budgets of the reference's estimated time, seconds on a 16-core GPU host.
 const QUICK_REFERENCE_SECONDS: f64 = 45.0;
 const FULL_REFERENCE_SECONDS: f64 = 240.0;
-const QUICK_TRIALS: Range<usize> = 150..231;
+const QUICK_TRIALS: Range<usize> = 150..261;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -299,6 +299,7 @@ fn plan() -> Vec<Planned> {
     }
     plan.extend(volta_plan());
     plan.extend(f32_plan());
+    plan.extend(volta_f32_plan());
     plan
 }
 
@@ -439,6 +440,62 @@ fn volta_plan() -> Vec<Planned> {
     plan
 }
 
+/// `c` on the Volta path in float32 (the CUDA cores, the sm_70 module forced on this GPU). The
+/// precision, which that path ignores, alternates with the query length, so both are shown to
+/// give the one CUDA-core family.
+fn volta_f32(mut c: BackwardCase) -> BackwardCase {
+    c.bf16 = false;
+    c.path = KernelPath::Volta;
+    c.f32 = Some(if c.shape.seqlen_q % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
+    c
+}
+
+/// Whether the Volta path has a float32 backward for `c`: up to head dim 224, the Small class up
+/// to 128 (`rustflash_abi::backward_configs!`: 32 query rows and 16 keys of f32 need more shared
+/// memory above). `bad_inputs` checks the error beyond.
+fn volta_f32_runs(c: &BackwardCase) -> bool {
+    let bucket = c.shape.headdim.div_ceil(32) * 32;
+    bucket <= 224 && (c.tile != Some(BackwardTile::Small) || bucket <= 128)
+}
+
+/// float32 on the Volta path (CUDA-core products, plain float32 arithmetic, against plain
+/// attention in f32): the matrix and each tile class forced on every bucket where it exists,
+/// every head dim up to 224, the deterministic mode bit for bit, our own forward's context,
+/// boundaries under the sanitizer.
+fn volta_f32_plan() -> Vec<Planned> {
+    let mut plan = matrix("volta_f32_matrix", &[false], volta_f32);
+    plan.extend(forced_tiles("volta_f32_tile", volta_f32));
+    plan.retain(|p| volta_f32_runs(&p.case));
+    for d in 1..=224 {
+        let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
+        c.shape.heads_q = 2;
+        c.shape.heads_kv = 1;
+        if d % 4 == 1 {
+            c.placement = Placement::Padded;
+        }
+        plan.push(planned("volta_f32_head_dim", volta_f32(c), Kind::Check).quick_if(d % 37 == 1 || d == 224));
+    }
+    for d in [64, 224] {
+        let c = case(false, d, (333, 400), true, 2, Placement::Contiguous, None, true);
+        plan.push(planned("volta_f32_deterministic_is_bitwise", volta_f32(c), Kind::Bitwise));
+    }
+    let c = case(false, 128, (200, 333), true, 2, Placement::Contiguous, None, false);
+    plan.push(planned("volta_f32_saved_context", volta_f32(c), Kind::Saved));
+    for (n, (d, lens, placement)) in [
+        (33, (97, 131), Placement::Padded),
+        (224, (65, 65), Placement::Packed),
+        (100, (1, 300), Placement::Padded),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = case(false, d, lens, n != 1, 2, placement, None, n == 2);
+        c.shape.batch = 1;
+        plan.push(planned("volta_f32_sanitize", volta_f32(c), Kind::Check).sanitize());
+    }
+    plan
+}
+
 fn main() -> ExitCode {
     let mut trials: Vec<Trial> = plan().into_iter().map(Planned::trial).collect();
     trials.push(Trial::gpu("backward::bad_inputs_are_errors_before_launch", bad_inputs).sanitize());
@@ -486,11 +543,13 @@ fn host_self_test_cases() -> Vec<BackwardCase> {
     })
     .chain(
         [
-            // float32 in both modes (the plain reference of each mode stands in for the kernel).
-            (Some(F32Precision::Tf32), Placement::Padded),
-            (Some(F32Precision::Accurate), Placement::Contiguous),
+            // float32 in both modes, and on the Volta path's CUDA cores (the plain reference of
+            // each family stands in for the kernel).
+            (Some(F32Precision::Tf32), Placement::Padded, KernelPath::Ampere),
+            (Some(F32Precision::Accurate), Placement::Contiguous, KernelPath::Ampere),
+            (Some(F32Precision::Tf32), Placement::Contiguous, KernelPath::Volta),
         ]
-        .map(|(f32, placement)| BackwardCase {
+        .map(|(f32, placement, path)| BackwardCase {
             bf16: false,
             f32,
             shape: AttentionShape {
@@ -505,7 +564,7 @@ fn host_self_test_cases() -> Vec<BackwardCase> {
             placement,
             tile: None,
             deterministic: false,
-            path: KernelPath::Ampere,
+            path,
         }),
     )
     .collect()
@@ -617,11 +676,13 @@ fn bad_inputs(_: &Context) -> TestResult {
     call(&fa, &mut grads, &mut ws, &Call { ws: 4..default_len + 4, ..good.clone() })?;
     stream.synchronize()?;
 
-    // The Volta path runs the same float16 call; bfloat16 there is an error naming q.
+    // The Volta path runs the same float16 call; bfloat16 there is an error naming q, and so is
+    // float32 above head dim 224 (no CUDA-core backward fits shared memory there).
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
     call(&volta, &mut grads, &mut ws, &good)?;
     stream.synchronize()?;
-    volta_refuses_bf16(&volta, &stream)
+    volta_refuses::<half::bf16>(&volta, &stream, 64, "bfloat16 on the Volta path")?;
+    volta_refuses::<f32>(&volta, &stream, 256, "float32 at head dim 256 on the Volta path")
 }
 
 fn names_unique(_: &Context) -> TestResult {
@@ -829,15 +890,18 @@ fn options_follow_the_forward(_: &Context) -> TestResult {
     ensure(b == BackwardOptions::default(), || format!("{b:?}"))
 }
 
-/// A bfloat16 backward on the Volta path is an error naming q (WMMA takes float16 only), before
-/// any launch.
-fn volta_refuses_bf16(
+/// A backward of `T` at head dim `d` that the Volta path has no kernel for is an error naming q,
+/// before any launch: the gradients keep their poison.
+fn volta_refuses<T: rustflash::Element>(
     fa: &FlashAttention,
     stream: &std::sync::Arc<rustflash::cudarc::driver::CudaStream>,
+    d: usize,
+    what: &str,
 ) -> TestResult {
-    let shape = [1, 8, 2, 64];
-    let input = upload(stream, &vec![half::bf16::ONE; 1024])?;
-    let poisoned = || upload(stream, &vec![half::bf16::NAN; 1024]);
+    let shape = [1, 8, 2, d];
+    let n = 16 * d;
+    let input = upload(stream, &vec![T::from_f32(1.0); n])?;
+    let poisoned = || upload(stream, &vec![T::from_f32(f32::NAN); n]);
     let [mut gq, mut gk, mut gv] = [poisoned()?, poisoned()?, poisoned()?];
     let lse = upload(stream, &[0f32; 16])?;
     let mut ws = upload(stream, &vec![f32::NAN; 1 << 16])?;
@@ -856,5 +920,8 @@ fn volta_refuses_bf16(
         &mut DeviceTensorMut::contiguous(ws.slice_mut(0..), [1 << 16]),
         &BackwardOptions::default(),
     );
-    expect_invalid("bfloat16 on the Volta path", r, "q")
+    expect_invalid(what, r, "q")?;
+    stream.synchronize()?;
+    let g = download(stream, &gq)?;
+    ensure(g.iter().all(|x| x.to_f32().is_nan()), || format!("{what}: dq was written"))
 }

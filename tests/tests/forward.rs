@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         trials.push(trial(c));
     }
 
-    // The Volta path (WMMA: the sm_70 module, forced on this GPU), float16 only: the matrix again,
+    // The Volta path (WMMA: the sm_70 module, forced on this GPU) in float16: the matrix again,
     // GQA, placement and tile rotating through it as above.
     let mut i = 0;
     for d in HEAD_DIMS {
@@ -183,6 +183,40 @@ fn main() -> ExitCode {
         trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
     }
 
+    // float32 on the Volta path (the CUDA cores: plain float32 products and sums, against plain
+    // attention in f32; the sm_70 module forced on this GPU): the matrix at reduced size, each
+    // tile class forced on every bucket, every head dim. The precision option, which that path
+    // ignores, alternates.
+    let volta_f32 = |mut c: ForwardCase, i: usize| {
+        c.path = KernelPath::Volta;
+        c.f32 = Some(if i % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
+        c
+    };
+    let mut i = 0;
+    for d in [32, 59, 64, 96, 111, 128, 160, 192, 224, 256] {
+        for lens in [(1, 1), (1, 239), (113, 203), (799, 3), (1023, 1024)] {
+            for causal in [false, true] {
+                let c = case(false, d, lens, causal, GQA[i % 3], (i / 3) % 2 == 1, TILES[(i / 6) % 3]);
+                let quick = [32, 111, 256].contains(&d) && [(1, 239), (113, 203), (799, 3)].contains(&lens);
+                let t = trial(volta_f32(c, i / 2));
+                trials.push(if quick { t } else { t.full_only() });
+                i += 1;
+            }
+        }
+    }
+    for d in [32, 64, 96, 128, 160, 192, 224, 256] {
+        for (n, tile) in ForwardTile::ALL.into_iter().enumerate() {
+            trials.push(trial(volta_f32(case(false, d, (77, 301), true, 2, true, Some(tile)), d / 32 + n)));
+        }
+    }
+    for d in 1..=256 {
+        let mut c = case(false, d, (37, 91), d % 3 == 0, 2, d % 4 == 1, None);
+        c.shape.heads_q = 2;
+        c.shape.heads_kv = 1;
+        let t = trial(volta_f32(c, d));
+        trials.push(if d % 37 == 1 || d == 256 { t } else { t.full_only() });
+    }
+
     // A 128k causal sequence, checked on sampled rows.
     let long = ForwardCase {
         bf16: false,
@@ -225,10 +259,14 @@ fn main() -> ExitCode {
         v.bf16 = false;
         v.path = KernelPath::Volta;
         trials.push(Trial::gpu(format!("forward::sanitize::{}", v.name()), move |ctx| v.run(ctx)).sanitize());
-        // And in float32, the modes alternating.
+        // And in float32, the modes alternating, on the Ampere and the Volta paths.
         let mut f = c;
         f.f32 = Some(if k % 2 == 0 { F32Precision::Tf32 } else { F32Precision::Accurate });
         trials.push(Trial::gpu(format!("forward::sanitize::{}", f.name()), move |ctx| f.run(ctx)).sanitize());
+        let mut vf = f;
+        vf.path = KernelPath::Volta;
+        trials
+            .push(Trial::gpu(format!("forward::sanitize::{}", vf.name()), move |ctx| vf.run(ctx)).sanitize());
     }
 
     // Two million (batch, head) pairs: one block each, all in grid.x (grid.y would cap at 65535).
@@ -297,7 +335,7 @@ fn bad_inputs(_: &Context) -> TestResult {
     let strided = DeviceTensor::new(buf.slice(0..), [1, 8, 4, 64], [2048, 256, 64, 2]);
     expect("last dim not contiguous", "q", strided, t([1, 8, 4, 64]), [1, 8, 4, 64], 64)?;
 
-    // The Volta path (WMMA) takes float16 only: bfloat16 is an error naming q.
+    // The Volta path has no bfloat16 kernels: bfloat16 is an error naming q.
     let volta = FlashAttention::new(rustflash::Device::with_path(0, KernelPath::Volta)?);
     let bbuf = stream.clone_htod(&vec![half::bf16::ZERO; 1 << 12])?;
     let mut bout = stream.clone_htod(&vec![half::bf16::ZERO; 1 << 12])?;

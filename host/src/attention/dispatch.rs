@@ -10,16 +10,18 @@ use rustflash_abi::{
 };
 
 /// The matrix-multiply family that runs `dtype` on `path`: `mma.sync` on the Ampere and Hopper
-/// modules (TF32, once or three times, for f32), WMMA on Volta's, which takes float16 only (an
-/// error naming q's dtype otherwise).
+/// modules (TF32, once or three times, for f32); on Volta's, WMMA for float16 and the CUDA cores
+/// for float32 (whatever the precision: there is no TF32 there), and an error naming q's dtype for
+/// bfloat16.
 pub fn family(path: KernelPath, dtype: Dtype, precision: F32Precision) -> Result<MmaFamily> {
     Ok(match (path, dtype, precision) {
         (KernelPath::Volta, Dtype::F16, _) => MmaFamily::Wmma,
+        (KernelPath::Volta, Dtype::F32, _) => MmaFamily::Simt,
         (KernelPath::Volta, _, _) => {
             return Err(Error::invalid(
                 "q",
                 format!(
-                    "float16 on the {path} path (bfloat16 and float32 need compute capability 8.0 or newer)"
+                    "float16 or float32 on the {path} path (bfloat16 needs compute capability 8.0 or newer)"
                 ),
                 dtype.name(),
             ));
@@ -115,9 +117,19 @@ pub fn select_backward(
         }
         smallest = Some(c);
     }
-    Err(smallest
-        .map(too_big)
-        .unwrap_or_else(|| Error::invalid("q", "a head dim with backward kernels", head_dim)))
+    Err(smallest.map(too_big).unwrap_or_else(|| {
+        // Only the CUDA-core float32 family lacks buckets (rustflash_abi::backward_configs!).
+        let most = BACKWARD_CONFIGS.iter().filter(|c| c.family == family).map(|c| c.head_dim).max();
+        Error::invalid(
+            "q",
+            format!(
+                "a head dim of at most {} for a {} backward on the {path} path",
+                most.unwrap_or(0),
+                dtype.name()
+            ),
+            head_dim,
+        )
+    }))
 }
 
 #[cfg(test)]
@@ -156,7 +168,7 @@ mod tests {
     /// The modules that hold a family's kernels.
     fn modules(family: MmaFamily) -> &'static [&'static str] {
         match family {
-            MmaFamily::Wmma => &["sm_70"],
+            MmaFamily::Wmma | MmaFamily::Simt => &["sm_70"],
             _ => &["sm_80", "sm_90a"],
         }
     }
@@ -177,7 +189,8 @@ mod tests {
 
     /// float32 picks the TF32 rows of its precision on the Ampere and Hopper modules: Large on
     /// 99 KB and more (forward) or an A100's 163 KB (backward); on 99 KB the backward's Large
-    /// where it fits, else Small up to head dim 224, none at 256; the Volta path refuses it, naming q.
+    /// where it fits, else Small up to head dim 224, none at 256. The Volta path runs it on the
+    /// CUDA cores whatever the precision.
     #[test]
     fn f32_picks_the_rows_of_its_precision() {
         for (precision, family, prefix) in [
@@ -204,8 +217,10 @@ mod tests {
                 }
             }
         }
-        let err = select(KernelPath::Volta, Dtype::F32, F32Precision::Tf32, 64, None, 96 * 1024).unwrap_err();
-        assert!(err.to_string().contains("q"), "{err}");
+        for precision in [F32Precision::Tf32, F32Precision::Accurate] {
+            let f = select(KernelPath::Volta, Dtype::F32, precision, 64, None, 96 * 1024).unwrap();
+            assert!(f.family == MmaFamily::Simt && f.name.starts_with("flash_fwd_simt_f32_"), "{}", f.name);
+        }
         // f16 and bf16 ignore the precision.
         for precision in [F32Precision::Tf32, F32Precision::Accurate] {
             assert_eq!(
@@ -244,6 +259,32 @@ mod tests {
         assert!(
             select_backward(KernelPath::Volta, Dtype::Bf16, F32Precision::default(), 64, None, v100).is_err()
         );
+        // float32 on the CUDA cores: Large on a V100, but no backward above head dim 224 (an
+        // error naming q); on a T4 the forward at every head dim, the backward up to 128.
+        for d in [1, 32, 64, 100, 128, 160, 192, 224, 256] {
+            let f = select(KernelPath::Volta, Dtype::F32, F32Precision::default(), d, None, v100).unwrap();
+            assert!(f.family == MmaFamily::Simt && f.tile == ForwardTile::Large, "{}", f.name);
+            assert!(select(KernelPath::Volta, Dtype::F32, F32Precision::default(), d, None, t4).is_ok());
+            let b = select_backward(KernelPath::Volta, Dtype::F32, F32Precision::default(), d, None, v100);
+            if d <= 224 {
+                let b = b.unwrap();
+                assert!(b.family == MmaFamily::Simt && b.tile == BackwardTile::Large, "{}", b.name);
+            } else {
+                let err = b.unwrap_err().to_string();
+                assert!(err.contains("q") && err.contains("at most 224"), "{err}");
+            }
+            let b = select_backward(KernelPath::Volta, Dtype::F32, F32Precision::default(), d, None, t4);
+            assert_eq!(b.is_ok(), d <= 128, "head dim {d}");
+        }
+        let forced = select_backward(
+            KernelPath::Volta,
+            Dtype::F32,
+            F32Precision::default(),
+            160,
+            Some(BackwardTile::Small),
+            v100,
+        );
+        assert!(forced.unwrap_err().to_string().contains("options.tile"));
         // The Ampere and Hopper paths never pick a WMMA row.
         for path in [KernelPath::Ampere, KernelPath::Hopper] {
             assert_eq!(

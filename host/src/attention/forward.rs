@@ -115,7 +115,7 @@ impl FlashAttention {
     /// Errors, before anything is launched: [`Error::InvalidArgument`] naming the argument at
     /// fault (`q`, `k`, `v`, `out`, `lse`, `stream`, `options.softmax_scale`, `options.tile`) for
     /// any shape, stride, size, offset, alignment, overlap or buffer-length violation, and `q`
-    /// for bfloat16 on the Volta path (WMMA takes float16 only); [`Error::SharedMemoryLimit`] if
+    /// for bfloat16 on the Volta path (it has no bfloat16 kernels); [`Error::SharedMemoryLimit`] if
     /// no tile (or not the forced one) fits; driver errors from loading the kernel or the launch.
     #[allow(clippy::too_many_arguments)]
     pub fn forward<T: Element>(

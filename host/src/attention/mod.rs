@@ -1,7 +1,7 @@
 //! The attention entry points.
 
 mod backward;
-mod dispatch;
+pub(crate) mod dispatch;
 mod forward;
 mod validate;
 mod validate_backward;

@@ -583,8 +583,8 @@ impl ForwardPlan {
     ///    address ranges `[lowest, highest]` (bytes) are disjoint. Inputs may overlap each other
     ///    (q, k and v packed in one buffer).
     ///
-    /// The kernel is `path`'s ([`crate::KernelPath::family`]): the Volta path takes float16 only
-    /// (bfloat16 is an error naming `q`). A forced tile class that does not fit
+    /// The kernel is of `path`'s family for `T` ([`crate::KernelPath::family`]): on the Volta
+    /// path bfloat16 is an error naming `q`. A forced tile class that does not fit
     /// `shared_memory_per_block` (or none that does) is [`Error::SharedMemoryLimit`].
     pub fn new<T: Element>(
         args: &RawForward,

@@ -892,7 +892,7 @@ mod tests {
             let options = BackwardOptions::default().tile(c.tile).f32_precision(precision);
             let a = call(1, 3, 3, 1, 1, c.head_dim);
             let path = match c.family {
-                rustflash_abi::MmaFamily::Wmma => crate::KernelPath::Volta,
+                rustflash_abi::MmaFamily::Wmma | rustflash_abi::MmaFamily::Simt => crate::KernelPath::Volta,
                 _ => crate::KernelPath::Hopper,
             };
             let p = match c.dtype {

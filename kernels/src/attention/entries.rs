@@ -5,17 +5,17 @@
 //!
 //! Each build instantiates the rows of the matrix-multiply families it has ([`for_family!`],
 //! [`family!`]): the `sm_80` and `sm_90a` builds the `sm80` rows on `mma.sync` and the `tf32`
-//! and `tf32x3` rows on TF32 `mma.sync`, the `sm_70` build the `sm70` rows on WMMA. The other
-//! rows expand to nothing.
+//! and `tf32x3` rows on TF32 `mma.sync`, the `sm_70` build the `sm70` rows on WMMA and the
+//! `simt` rows on the CUDA cores. The other rows expand to nothing.
 
 use super::backward::backward;
 use super::backward_dq::backward_dq;
 use super::backward_rows::{backward_convert, backward_pre};
 use super::forward::forward;
 use super::warp_mma::WarpMma;
-use crate::element::F16;
 #[cfg(target_feature = "sm_80")]
-use crate::element::{Bf16, F32};
+use crate::element::Bf16;
+use crate::element::{F16, F32};
 use crate::kernel_attrs::KernelAttrs;
 use rustflash_abi::{BackwardConfig, BackwardParams, ForwardConfig, ForwardParams, ROW_KERNEL_THREADS};
 
@@ -33,11 +33,18 @@ macro_rules! family {
     (sm70) => {
         super::mma_wmma::Wmma
     };
+    (simt) => {
+        super::mma_simt::Simt
+    };
 }
 
 /// The items, if the row's family is built into this module.
 macro_rules! for_family {
     (sm70, $($item:item)*) => {$(
+        #[cfg(not(target_feature = "sm_80"))]
+        $item
+    )*};
+    (simt, $($item:item)*) => {$(
         #[cfg(not(target_feature = "sm_80"))]
         $item
     )*};
@@ -197,3 +204,4 @@ backward_row_entries!(sm80: f16 F16, bf16 Bf16);
 backward_row_entries!(tf32: f32 F32);
 backward_row_entries!(tf32x3: f32 F32);
 backward_row_entries!(sm70: f16 F16);
+backward_row_entries!(simt: f32 F32);

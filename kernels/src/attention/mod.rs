@@ -11,7 +11,7 @@
 //! | K/V source: where key tile `j` lives | [`kv_source`] | a paged KV cache |
 //! | global → shared copies | [`tile_load`] | TMA on Hopper |
 //! | shared-memory tile layout | [`smem_tile`] | |
-//! | warp matrix multiply | [`warp_mma`] (trait), `mma_sm80` (`mma.sync` f16/bf16), `mma_tf32` (`mma.sync` TF32, 1x and 3x), [`mma_wmma`] (WMMA) | `wgmma` (Hopper) |
+//! | warp matrix multiply | [`warp_mma`] (trait), `mma_sm80` (`mma.sync` f16/bf16), `mma_tf32` (`mma.sync` TF32, 1x and 3x), [`mma_wmma`] (WMMA), [`mma_simt`] (CUDA-core f32) | `wgmma` (Hopper) |
 //! | mask | [`mask`] | sliding windows |
 //! | online softmax | [`online_softmax`] | softcapping |
 //! | mainloop over key tiles | [`mainloop`] | pipelining, Hopper producer/consumer |
@@ -25,6 +25,7 @@
 pub mod block_info;
 pub mod kv_source;
 pub mod mask;
+pub mod mma_simt;
 pub mod mma_wmma;
 pub mod online_softmax;
 pub mod smem_tile;

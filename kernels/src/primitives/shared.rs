@@ -67,6 +67,20 @@ pub unsafe fn st_shared_v2(addr: u32, v: [u32; 2]) {
     }
 }
 
+/// Loads 8 bytes.
+///
+/// # Safety
+/// As for [`st_shared_v2`].
+#[inline(always)]
+pub unsafe fn ld_shared_v2(addr: u32) -> [u32; 2] {
+    let (x, y): (u32, u32);
+    // SAFETY: the caller guarantees 8 aligned bytes inside dynamic shared memory.
+    unsafe {
+        asm!("ld.shared.v2.u32 {{{x}, {y}}}, [{a}];", a = in(reg32) addr, x = out(reg32) x, y = out(reg32) y, options(nostack))
+    };
+    [x, y]
+}
+
 /// Stores 16 bytes.
 ///
 /// # Safety
