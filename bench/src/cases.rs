@@ -6,6 +6,9 @@
 pub enum Dtype {
     F16,
     Bf16,
+    /// float32: rustflash in its default (accurate, 3xTF32) mode and, as `rustflash tf32`, in
+    /// its TF32 mode; the PyTorch backends at full float32 precision.
+    F32,
 }
 
 impl Dtype {
@@ -13,6 +16,15 @@ impl Dtype {
         match self {
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
+            Dtype::F32 => "f32",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F16 | Dtype::Bf16 => 2,
+            Dtype::F32 => 4,
         }
     }
 }

@@ -1,25 +1,51 @@
-//! Comparing outputs: max |a − b| / max |b| over whole tensors of 16-bit bits, spread over the
-//! CPU's cores (a gradient check reads three 33.5M-element tensors of each implementation).
+//! Comparing outputs: max |a − b| / max |b| over whole tensors of raw element bytes, spread over
+//! the CPU's cores (a gradient check reads three 33.5M-element tensors of each implementation).
 
 use crate::cases::Dtype;
 use half::{bf16, f16};
 
-/// Every 16-bit pattern of `dtype` as f32.
-pub fn table(dtype: Dtype) -> Vec<f32> {
-    (0..=u16::MAX)
-        .map(|b| match dtype {
-            Dtype::F16 => f16::from_bits(b).to_f32(),
-            Dtype::Bf16 => bf16::from_bits(b).to_f32(),
-        })
-        .collect()
+/// Reads elements of one dtype from raw (little-endian) bytes as f32, exactly.
+pub enum Decoder {
+    /// Every 16-bit pattern of the dtype as f32.
+    Table(Vec<f32>),
+    F32,
 }
 
-/// max |a − b| / max |b| (NaN if any difference is NaN), `a` and `b` as 16-bit patterns decoded
-/// by `table`.
-pub fn rel_diff_bits(a: &[u16], b: &[u16], table: &[f32]) -> f64 {
+impl Decoder {
+    pub fn new(dtype: Dtype) -> Decoder {
+        let table = |f: fn(u16) -> f32| Decoder::Table((0..=u16::MAX).map(f).collect());
+        match dtype {
+            Dtype::F16 => table(|b| f16::from_bits(b).to_f32()),
+            Dtype::Bf16 => table(|b| bf16::from_bits(b).to_f32()),
+            Dtype::F32 => Decoder::F32,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Decoder::Table(_) => 2,
+            Decoder::F32 => 4,
+        }
+    }
+
+    /// The element whose bytes `b` (`self.bytes()` of them) are.
+    #[inline]
+    pub fn value(&self, b: &[u8]) -> f32 {
+        match self {
+            Decoder::Table(t) => t[u16::from_le_bytes([b[0], b[1]]) as usize],
+            Decoder::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    }
+}
+
+/// max |a − b| / max |b| (NaN if any difference is NaN), `a` and `b` raw element bytes read by
+/// `decoder`.
+pub fn rel_diff_bytes(a: &[u8], b: &[u8], decoder: &Decoder) -> f64 {
     assert_eq!(a.len(), b.len(), "compared tensors differ in length");
+    let size = decoder.bytes();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
-    let chunk = a.len().div_ceil(threads).max(1 << 16);
+    let chunk = (a.len() / size).div_ceil(threads).max(1 << 16) * size;
     let parts: Vec<(f64, f64)> = std::thread::scope(|s| {
         let handles: Vec<_> = a
             .chunks(chunk)
@@ -28,8 +54,8 @@ pub fn rel_diff_bits(a: &[u16], b: &[u16], table: &[f32]) -> f64 {
                 s.spawn(move || {
                     let (mut err, mut mag) = (0.0f32, 0.0f32);
                     let mut nan = false;
-                    for (&x, &y) in a.iter().zip(b) {
-                        let (x, y) = (table[x as usize], table[y as usize]);
+                    for (x, y) in a.chunks_exact(size).zip(b.chunks_exact(size)) {
+                        let (x, y) = (decoder.value(x), decoder.value(y));
                         let d = (x - y).abs();
                         nan |= d.is_nan();
                         err = err.max(d);
@@ -68,20 +94,23 @@ mod tests {
 
     #[test]
     fn relative_differences() {
-        let t = table(Dtype::F16);
-        let bits = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x).to_bits()).collect::<Vec<u16>>();
+        let t = Decoder::new(Dtype::F16);
+        let bytes = |xs: &[f32]| xs.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>();
         let mut b = vec![0.5f32; 300_000];
         b[7] = -2.0;
         let mut a = b.clone();
         a[299_999] += 0.25;
-        assert_eq!(rel_diff_bits(&bits(&a), &bits(&b), &t), 0.125);
-        assert_eq!(rel_diff_bits(&bits(&b), &bits(&b), &t), 0.0);
+        assert_eq!(rel_diff_bytes(&bytes(&a), &bytes(&b), &t), 0.125);
+        assert_eq!(rel_diff_bytes(&bytes(&b), &bytes(&b), &t), 0.0);
         a[5] = f32::NAN;
-        assert!(rel_diff_bits(&bits(&a), &bits(&b), &t).is_nan());
-        let tb = table(Dtype::Bf16);
-        let bb: Vec<u16> = [1.0f32, -4.0].iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
-        let ab: Vec<u16> = [1.5f32, -4.0].iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
-        assert_eq!(rel_diff_bits(&ab, &bb, &tb), 0.125);
+        assert!(rel_diff_bytes(&bytes(&a), &bytes(&b), &t).is_nan());
+        let tb = Decoder::new(Dtype::Bf16);
+        let bb: Vec<u8> = [1.0f32, -4.0].iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect();
+        let ab: Vec<u8> = [1.5f32, -4.0].iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect();
+        assert_eq!(rel_diff_bytes(&ab, &bb, &tb), 0.125);
+        let f = Decoder::new(Dtype::F32);
+        let fb = |xs: &[f32]| xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(rel_diff_bytes(&fb(&[1.0, 0.75]), &fb(&[1.0, 0.5]), &f), 0.25);
         assert_eq!(rel_diff([1.0, 3.0].into_iter(), [1.0, 2.0].into_iter()), 0.5);
         assert!(worst([0.1, f64::NAN, 0.2]).is_nan());
         assert_eq!(worst([0.1, 0.3, 0.2]), 0.3);

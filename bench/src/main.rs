@@ -14,12 +14,17 @@
 //! time counts.
 //!
 //! Usage: rustflash-bench [--full] [--pass forward|backward|both].. [--headdim N].. [--seqlen N]..
-//!        [--causal yes|no] [--dtype f16|bf16] [--rounds R] [--bwd-rounds R] [--runs-per-round N]
+//!        [--causal yes|no] [--dtype f16|bf16|f32] [--rounds R] [--bwd-rounds R] [--runs-per-round N]
 //!        [--math-max-seqlen N] [--max-minutes M] [--no-torch] [--path volta|ampere|hopper]
 //!        [--out DIR]
 //!
-//! `--path` forces rustflash onto a kernel path the GPU can run (the Volta path's WMMA kernels
-//! on an H100, say: float16 only, so pair it with `--dtype f16`); the run's mode names it.
+//! `--path` forces rustflash onto a kernel path the GPU can run (the Volta path's kernels on an
+//! H100, say); the run's mode names it.
+//!
+//! float32 (`--dtype f32`): rustflash in its default mode (accurate, 3xTF32; on the Volta path
+//! CUDA-core float32) and, as `rustflash tf32`, in its TF32 mode, beside the PyTorch backends
+//! that take float32 (`efficient`, `math`, at full float32 precision); there is no naive
+//! float32 attention.
 
 mod cases;
 mod check;
@@ -32,9 +37,9 @@ mod torch_peer;
 use cases::{Case, Dtype, ELEMENTS, Pass, Selection};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use half::{bf16, f16};
-use report::{MAX_REL_ERROR, NAIVE, OURS, OURS_DET, Outcome, Row, Run};
+use report::{MAX_REL_ERROR, NAIVE, OURS, OURS_DET, OURS_TF32, Outcome, Row, Run};
 use rustflash::layout::{AttentionShape, HostView, Layout4};
-use rustflash::{BackwardOptions, Device, Element, FlashAttention, ForwardOptions, KernelPath};
+use rustflash::{BackwardOptions, Device, Element, F32Precision, FlashAttention, ForwardOptions, KernelPath};
 use rustflash_reference::{Attention, Rows};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -113,7 +118,8 @@ fn parse() -> Result<Options, String> {
             "--dtype" => o.selection.dtypes.push(match args.next().as_deref() {
                 Some("bf16") => Dtype::Bf16,
                 Some("f16") => Dtype::F16,
-                other => return Err(format!("--dtype f16|bf16, not {other:?}")),
+                Some("f32") => Dtype::F32,
+                other => return Err(format!("--dtype f16|bf16|f32, not {other:?}")),
             }),
             "--no-torch" => o.torch = false,
             "--path" => {
@@ -169,31 +175,39 @@ fn no_gpu(why: &str) -> ExitCode {
 }
 
 /// The inputs every case reads: q, k, v and dO of `ELEMENTS` each (the same count for every
-/// case), and the table that decodes their 16-bit patterns.
+/// case), as raw element bytes, and the decoder that reads them.
 struct Inputs {
     dtype: Dtype,
-    device: CudaSlice<u16>,
-    host: Vec<u16>,
-    table: Vec<f32>,
+    device: CudaSlice<u8>,
+    host: Vec<u8>,
+    decoder: check::Decoder,
 }
 
 fn inputs(stream: &Arc<CudaStream>, dtype: Dtype) -> Result<Inputs, String> {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let host: Vec<u16> = (0..4 * ELEMENTS)
-        .map(|_| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            // Uniform in [-1.7, 1.7): about unit variance.
-            let x = ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.4;
-            match dtype {
-                Dtype::F16 => f16::from_f32(x).to_bits(),
-                Dtype::Bf16 => bf16::from_f32(x).to_bits(),
-            }
-        })
-        .collect();
+    let mut host: Vec<u8> = Vec::with_capacity(4 * ELEMENTS * dtype.bytes());
+    for _ in 0..4 * ELEMENTS {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Uniform in [-1.7, 1.7): about unit variance.
+        let x = ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.4;
+        match dtype {
+            Dtype::F16 => host.extend(f16::from_f32(x).to_le_bytes()),
+            Dtype::Bf16 => host.extend(bf16::from_f32(x).to_le_bytes()),
+            Dtype::F32 => host.extend(x.to_le_bytes()),
+        }
+    }
     let device = stream.clone_htod(&host).map_err(|e| e.to_string())?;
-    Ok(Inputs { dtype, device, host, table: check::table(dtype) })
+    Ok(Inputs { dtype, device, host, decoder: check::Decoder::new(dtype) })
+}
+
+impl Inputs {
+    /// Tensor `i` (q, k, v, dO) on the device.
+    fn part(&self, i: usize) -> cudarc::driver::CudaView<'_, u8> {
+        let n = ELEMENTS * self.dtype.bytes();
+        self.device.slice(i * n..(i + 1) * n)
+    }
 }
 
 /// What every measurement uses.
@@ -360,6 +374,8 @@ fn progress(done: usize, total: usize, c: &Case, started: std::time::Instant) {
 enum Impl {
     Ours,
     OursDet,
+    /// float32 only: ours in its TF32 mode (the default mode is the accurate one).
+    OursTf32,
     Naive,
     Torch(&'static str),
 }
@@ -369,6 +385,7 @@ impl Impl {
         match self {
             Impl::Ours => OURS.into(),
             Impl::OursDet => OURS_DET.into(),
+            Impl::OursTf32 => OURS_TF32.into(),
             Impl::Naive => NAIVE.into(),
             Impl::Torch(b) => format!("torch {b}"),
         }
@@ -381,11 +398,15 @@ fn implementations(env: &Env, c: &Case) -> (Vec<Impl>, Vec<Option<String>>) {
     if c.pass.has_backward() {
         impls.push(Impl::OursDet);
     }
+    if c.dtype == Dtype::F32 {
+        impls.push(Impl::OursTf32);
+    }
     impls.push(Impl::Naive);
     impls.extend(torch_peer::BACKENDS.iter().map(|&b| Impl::Torch(b)));
     let missing = impls
         .iter()
         .map(|imp| match imp {
+            Impl::Naive if c.dtype == Dtype::F32 => Some(naive::NO_F32.into()),
             Impl::Naive => env.naive.err().cloned(),
             Impl::Torch("math") if c.pass.has_backward() && c.seqlen > env.opts.math_max_seqlen => Some(format!(
                 "skipped above seqlen {} in the passes with a backward (--math-max-seqlen): the slowest peer by far, \
@@ -486,7 +507,7 @@ fn rows(
     rows
 }
 
-fn addr(stream: &Arc<CudaStream>, v: &cudarc::driver::CudaView<u16>) -> u64 {
+fn addr(stream: &Arc<CudaStream>, v: &cudarc::driver::CudaView<u8>) -> u64 {
     v.device_ptr(stream).0
 }
 
@@ -495,9 +516,11 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
     let stream = env.stream;
     let (b, s, h) = (c.batch, c.seqlen, c.heads);
     let layout = c.layout();
-    let part = |i: usize| data.device.slice(i * ELEMENTS..(i + 1) * ELEMENTS);
+    let part = |i: usize| data.part(i);
     let opts_fa = ForwardOptions::default().causal(c.causal);
+    let opts_tf32 = opts_fa.clone().f32_precision(F32Precision::Tf32);
     let mut ours = ours::Buffers::new(stream, c, None)?;
+    let mut ours_tf32 = ours::Buffers::new(stream, c, None)?;
 
     // Naive: its own S buffer (b·h·s² elements) and output.
     let (impls, mut missing) = implementations(env, c);
@@ -520,6 +543,9 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
     let times = interleave(env.opts.rounds, env.opts.runs_per_round, &mut missing, |i, n| match impls[i] {
         Impl::Ours => timing::time_runs(device.context(), stream, n, || {
             ours::step(fa, stream, c, &data.device, &mut ours, Some(&opts_fa), None)
+        }),
+        Impl::OursTf32 => timing::time_runs(device.context(), stream, n, || {
+            ours::step(fa, stream, c, &data.device, &mut ours_tf32, Some(&opts_tf32), None)
         }),
         Impl::Naive => {
             let (n_impl, scores, out) = naive_bufs.as_ref().ok_or("naive buffers")?;
@@ -548,13 +574,20 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
         _ => None,
     };
     let (ours_err, ours_against) = match &naive_o {
-        Some(n) => (check::rel_diff_bits(&ours_o, n, &data.table), "naive"),
+        Some(n) => (check::rel_diff_bytes(&ours_o, &cast_bytes(n), &data.decoder), "naive"),
         None => (reference_check(c, data, &ours_o, layout)?, "float64 reference (sampled rows)"),
+    };
+    let tf32_err = match impls.iter().position(|i| *i == Impl::OursTf32) {
+        Some(at) if missing[at].is_none() => {
+            reference_check(c, data, &stream.clone_dtoh(&ours_tf32.out).map_err(err)?, layout)?
+        }
+        _ => f64::NAN,
     };
     let mut checks = Vec::new();
     for (i, imp) in impls.iter().enumerate() {
         checks.push(match imp {
             Impl::Ours => (ours_err, ours_against, ours.bytes()),
+            Impl::OursTf32 => (tf32_err, "float64 reference (sampled rows)", ours_tf32.bytes()),
             Impl::Naive => (ours_err, "rustflash", naive_bytes),
             Impl::Torch(b) if missing[i].is_none() => {
                 match torch.as_deref_mut().map(|t| t.ask(&format!("check forward {b}"))) {
@@ -573,12 +606,15 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
     let err = |e: cudarc::driver::DriverError| e.to_string();
     let stream = env.stream;
     let (b, s, h) = (c.batch, c.seqlen, c.heads);
-    let part = |i: usize| data.device.slice(i * ELEMENTS..(i + 1) * ELEMENTS);
+    let part = |i: usize| data.part(i);
     let both = c.pass == Pass::Both;
     let fwd_opts = ForwardOptions::default().causal(c.causal);
     let bwd_opts = BackwardOptions::default().causal(c.causal);
     let det_opts = BackwardOptions::default().causal(c.causal).deterministic(true);
+    let fwd_tf32 = fwd_opts.clone().f32_precision(F32Precision::Tf32);
+    let bwd_tf32 = BackwardOptions::from(&fwd_tf32);
     let fwd_each = both.then_some(&fwd_opts);
+    let fwd_tf32_each = both.then_some(&fwd_tf32);
     let (fa, device) = (env.fa, env.device);
 
     // Ours, in each mode: O and LSE from our forward (made here once for the backward pass; in
@@ -586,9 +622,15 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
     let mut ours = ours::Buffers::new(stream, c, Some(&bwd_opts))?;
     let mut det = ours::Buffers::new(stream, c, Some(&det_opts))?;
     let (impls, mut missing) = implementations(env, c);
+    let mut tf32 = match c.dtype {
+        Dtype::F32 => Some(ours::Buffers::new(stream, c, Some(&bwd_tf32))?),
+        _ => None,
+    };
     if !both {
-        for (bufs, imp) in [(&mut ours, Impl::Ours), (&mut det, Impl::OursDet)] {
-            if let Err(why) = ours::step(fa, stream, c, &data.device, bufs, Some(&fwd_opts), None) {
+        let modes = [(Some(&mut ours), Impl::Ours, &fwd_opts), (Some(&mut det), Impl::OursDet, &fwd_opts)];
+        for (bufs, imp, options) in modes.into_iter().chain([(tf32.as_mut(), Impl::OursTf32, &fwd_tf32)]) {
+            let Some(bufs) = bufs else { continue };
+            if let Err(why) = ours::step(fa, stream, c, &data.device, bufs, Some(options), None) {
                 let at = impls.iter().position(|i| *i == imp).ok_or("no ours")?;
                 missing[at] = Some(format!("the forward that makes O and the LSE failed: {why}"));
             }
@@ -659,6 +701,12 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
             Impl::OursDet => timing::time_runs(device.context(), stream, n, || {
                 ours::step(fa, stream, c, &data.device, &mut det, fwd_each, Some(&det_opts))
             }),
+            Impl::OursTf32 => {
+                let bufs = tf32.as_mut().ok_or("no TF32 buffers")?;
+                timing::time_runs(device.context(), stream, n, || {
+                    ours::step(fa, stream, c, &data.device, bufs, fwd_tf32_each, Some(&bwd_tf32))
+                })
+            }
             Impl::Naive => {
                 let (n_impl, bufs) = naive_state.as_ref().ok_or("naive buffers")?;
                 timing::time_runs(device.context(), stream, n, || {
@@ -674,7 +722,7 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
     // Checks: dQ, dK, dV of ours (both modes) and naive against each other, or, without naive,
     // ours against the float64 reference on a small problem of the same kind; each PyTorch
     // backend's against fp32 gradients.
-    let grads = |bufs: &ours::Buffers| -> Result<[Vec<u16>; 3], String> {
+    let grads = |bufs: &ours::Buffers| -> Result<[Vec<u8>; 3], String> {
         let g = bufs.grads.as_ref().ok_or("no gradients")?;
         Ok([
             stream.clone_dtoh(&g.dq).map_err(err)?,
@@ -682,14 +730,14 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
             stream.clone_dtoh(&g.dv).map_err(err)?,
         ])
     };
-    let diff = |a: &[Vec<u16>; 3], b: &[Vec<u16>; 3]| {
-        check::worst(a.iter().zip(b).map(|(x, y)| check::rel_diff_bits(x, y, &data.table)))
+    let diff = |a: &[Vec<u8>; 3], b: &[Vec<u8>; 3]| {
+        check::worst(a.iter().zip(b).map(|(x, y)| check::rel_diff_bytes(x, y, &data.decoder)))
     };
     let naive_grads = match (&missing[naive_at], &naive_state) {
         (None, Some((_, [.., dq, dk, dv]))) => Some([
-            stream.clone_dtoh(dq).map_err(err)?,
-            stream.clone_dtoh(dk).map_err(err)?,
-            stream.clone_dtoh(dv).map_err(err)?,
+            cast_bytes(&stream.clone_dtoh(dq).map_err(err)?),
+            cast_bytes(&stream.clone_dtoh(dk).map_err(err)?),
+            cast_bytes(&stream.clone_dtoh(dv).map_err(err)?),
         ]),
         _ => None,
     };
@@ -706,6 +754,14 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
         };
     let (mut ours_err, ours_against) = mode_error(&ours, &bwd_opts, Impl::Ours)?;
     let (mut det_err, det_against) = mode_error(&det, &det_opts, Impl::OursDet)?;
+    // TF32 (float32 only, so never beside naive): its small case only; its gradients differ
+    // from the accurate mode's by TF32's rounding, which is what it trades for speed.
+    let (tf32_err, tf32_against) = match &tf32 {
+        Some(_) if missing[ours_at(Impl::OursTf32)].is_none() => {
+            (ours::small_case_error(fa, stream, c, &bwd_tf32)?, ours::SMALL_CASE)
+        }
+        _ => (f64::NAN, ""),
+    };
     let (ours_ran, det_ran) =
         (missing[ours_at(Impl::Ours)].is_none(), missing[ours_at(Impl::OursDet)].is_none());
     if naive_grads.is_none() && ours_ran && det_ran {
@@ -728,6 +784,7 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
         checks.push(match imp {
             Impl::Ours => (ours_err, ours_against, ours.bytes()),
             Impl::OursDet => (det_err, det_against, det.bytes()),
+            Impl::OursTf32 => (tf32_err, tf32_against, tf32.as_ref().map_or(0, |b| b.bytes())),
             Impl::Naive => (naive_check.0, naive_check.1, naive_bytes),
             Impl::Torch(b) if missing[i].is_none() => {
                 match torch.as_deref_mut().map(|t| t.ask(&format!("check backward {b}"))) {
@@ -742,15 +799,13 @@ fn measure_backward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, 
 }
 
 /// Ours against the float64 reference on three sampled query rows of every head.
-fn reference_check(c: &Case, data: &Inputs, ours: &[u16], layout: Layout4) -> Result<f64, String> {
-    fn go<T: Element>(
-        c: &Case,
-        data: &Inputs,
-        ours: &[u16],
-        layout: Layout4,
-        conv: fn(u16) -> T,
-    ) -> Result<f64, String> {
-        let host: Vec<T> = data.host[..3 * ELEMENTS].iter().map(|&x| conv(x)).collect();
+fn reference_check(c: &Case, data: &Inputs, ours: &[u8], layout: Layout4) -> Result<f64, String> {
+    fn go<T: Element>(c: &Case, data: &Inputs, ours: &[u8], layout: Layout4) -> Result<f64, String> {
+        // Decoded exactly, so from_f32 gives back each element.
+        let values = |bytes: &[u8]| -> Vec<T> {
+            bytes.chunks_exact(data.decoder.bytes()).map(|b| T::from_f32(data.decoder.value(b))).collect()
+        };
+        let host = values(&data.host[..3 * ELEMENTS * c.dtype.bytes()]);
         let view = |i: usize| HostView { data: &host[i * ELEMENTS..(i + 1) * ELEMENTS], layout };
         let shape = AttentionShape {
             batch: c.batch,
@@ -765,7 +820,7 @@ fn reference_check(c: &Case, data: &Inputs, ours: &[u16], layout: Layout4) -> Re
         let r = att
             .forward(&view(0), &view(1), &view(2), &Rows::Sample(rows.clone()))
             .map_err(|e| e.to_string())?;
-        let out: Vec<T> = ours.iter().map(|&x| conv(x)).collect();
+        let out = values(ours);
         let o = HostView { data: &out, layout };
         let mut got = Vec::new();
         for b in 0..c.batch {
@@ -780,7 +835,13 @@ fn reference_check(c: &Case, data: &Inputs, ours: &[u16], layout: Layout4) -> Re
         Ok(check::rel_diff(got.into_iter(), r.o.into_iter()))
     }
     match c.dtype {
-        Dtype::F16 => go(c, data, ours, layout, f16::from_bits),
-        Dtype::Bf16 => go(c, data, ours, layout, bf16::from_bits),
+        Dtype::F16 => go::<f16>(c, data, ours, layout),
+        Dtype::Bf16 => go::<bf16>(c, data, ours, layout),
+        Dtype::F32 => go::<f32>(c, data, ours, layout),
     }
+}
+
+/// The naive baseline's 16-bit buffers as raw bytes, to compare with ours.
+fn cast_bytes(x: &[u16]) -> Vec<u8> {
+    x.iter().flat_map(|w| w.to_le_bytes()).collect()
 }

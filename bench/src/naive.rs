@@ -46,11 +46,15 @@ pub struct NaiveBackwardBuffers {
     pub dv: u64,
 }
 
+/// Why there is no naive attention for float32: its row kernels are 16-bit only.
+pub const NO_F32: &str = "naive attention (cuBLAS around row kernels) runs float16 and bfloat16 only";
+
 /// The row kernel of the backward, `dS = P ∘ (dP − rowsum(P ∘ dP))`, by element type.
-pub fn backward_kernel(dtype: Dtype) -> &'static str {
+pub fn backward_kernel(dtype: Dtype) -> Result<&'static str, String> {
     match dtype {
-        Dtype::F16 => "naive_softmax_backward_f16",
-        Dtype::Bf16 => "naive_softmax_backward_bf16",
+        Dtype::F16 => Ok("naive_softmax_backward_f16"),
+        Dtype::Bf16 => Ok("naive_softmax_backward_bf16"),
+        Dtype::F32 => Err(NO_F32.into()),
     }
 }
 
@@ -86,6 +90,7 @@ impl Naive {
         let ty = match c.dtype {
             Dtype::F16 => cudaDataType::CUDA_R_16F,
             Dtype::Bf16 => cudaDataType::CUDA_R_16BF,
+            Dtype::F32 => return Err(NO_F32.into()),
         };
         let zero = 0.0f32;
         let batch = (c.batch * c.heads) as i32;
@@ -153,6 +158,7 @@ impl Naive {
         let kernel = match c.dtype {
             Dtype::F16 => "naive_softmax_f16",
             Dtype::Bf16 => "naive_softmax_bf16",
+            Dtype::F32 => return Err(NO_F32.into()),
         };
         let scale_log2 = std::f32::consts::LOG2_E / (c.headdim as f32).sqrt();
         let (cols, causal) = (c.seqlen as u32, c.causal as u32);
@@ -216,7 +222,7 @@ impl Naive {
     /// dS = P ∘ (dP − rowsum(P ∘ dP)), in place over dP.
     fn backward_ds(&self, c: &Case, b: &NaiveBackwardBuffers) -> Result<(), String> {
         let cols = c.seqlen as u32;
-        let (f, cfg) = self.row_kernel(c, backward_kernel(c.dtype))?;
+        let (f, cfg) = self.row_kernel(c, backward_kernel(c.dtype)?)?;
         // SAFETY: one block per row of `probs` and `dprobs`, which hold `rows · cols` elements
         // each; the kernel allows its output to alias `dp`.
         unsafe {

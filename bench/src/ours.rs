@@ -1,6 +1,7 @@
-//! rustflash's own runs: forward, backward (default and deterministic mode) and the two
-//! together, on the benchmark's raw 16-bit buffers, and the small-case check of its gradients
-//! against the float64 reference when no naive backward is there to compare with.
+//! rustflash's own runs: forward, backward (default and deterministic mode; float32 also in its
+//! TF32 mode) and the two together, on the benchmark's raw element buffers, and the small-case
+//! check of its gradients against the float64 reference when no naive backward is there to
+//! compare with.
 
 use crate::cases::{Case, Dtype, ELEMENTS};
 use crate::check::rel_diff;
@@ -14,15 +15,16 @@ use std::sync::Arc;
 /// One implementation's outputs: O and the LSE of its forward, dQ, dK, dV of its backward, and
 /// its backward workspace (allocated once, outside the timed runs).
 pub struct Buffers {
-    pub out: CudaSlice<u16>,
+    /// Raw element bytes, as every tensor buffer here.
+    pub out: CudaSlice<u8>,
     pub lse: CudaSlice<f32>,
     pub grads: Option<Grads>,
 }
 
 pub struct Grads {
-    pub dq: CudaSlice<u16>,
-    pub dk: CudaSlice<u16>,
-    pub dv: CudaSlice<u16>,
+    pub dq: CudaSlice<u8>,
+    pub dk: CudaSlice<u8>,
+    pub dv: CudaSlice<u8>,
     pub workspace: CudaSlice<f32>,
 }
 
@@ -35,21 +37,22 @@ impl Buffers {
     ) -> Result<Buffers, String> {
         let err = |e: cudarc::driver::DriverError| e.to_string();
         let rows = c.batch * c.heads * c.seqlen;
+        let n = ELEMENTS * c.dtype.bytes();
         let grads = match backward {
             Some(o) => {
                 let len = FlashAttention::backward_workspace_len(c.batch, c.heads, c.seqlen, c.headdim, o)
                     .map_err(|e| e.to_string())?;
                 Some(Grads {
-                    dq: stream.alloc_zeros(ELEMENTS).map_err(err)?,
-                    dk: stream.alloc_zeros(ELEMENTS).map_err(err)?,
-                    dv: stream.alloc_zeros(ELEMENTS).map_err(err)?,
+                    dq: stream.alloc_zeros(n).map_err(err)?,
+                    dk: stream.alloc_zeros(n).map_err(err)?,
+                    dv: stream.alloc_zeros(n).map_err(err)?,
                     workspace: stream.alloc_zeros(len.max(1)).map_err(err)?,
                 })
             }
             None => None,
         };
         Ok(Buffers {
-            out: stream.alloc_zeros(ELEMENTS).map_err(err)?,
+            out: stream.alloc_zeros(n).map_err(err)?,
             lse: stream.alloc_zeros(rows).map_err(err)?,
             grads,
         })
@@ -58,8 +61,9 @@ impl Buffers {
     /// Device bytes the pass holds: q, k, v, O, LSE; with a backward dO, dQ, dK, dV and the
     /// workspace.
     pub fn bytes(&self) -> u64 {
-        let base = 4 * ELEMENTS * 2 + self.lse.len() * 4;
-        let grads = self.grads.as_ref().map_or(0, |g| 4 * ELEMENTS * 2 + g.workspace.len() * 4);
+        // The four tensors of each group, each as large as O.
+        let base = 4 * self.out.len() + self.lse.len() * 4;
+        let grads = self.grads.as_ref().map_or(0, |g| 4 * self.out.len() + g.workspace.len() * 4);
         (base + grads) as u64
     }
 }
@@ -70,7 +74,7 @@ pub fn step(
     fa: &FlashAttention,
     stream: &Arc<CudaStream>,
     c: &Case,
-    data: &CudaSlice<u16>,
+    data: &CudaSlice<u8>,
     bufs: &mut Buffers,
     fwd: Option<&ForwardOptions>,
     bwd: Option<&BackwardOptions>,
@@ -79,23 +83,24 @@ pub fn step(
     match c.dtype {
         Dtype::F16 => step_as::<f16>(fa, stream, data, bufs, layout, fwd, bwd),
         Dtype::Bf16 => step_as::<bf16>(fa, stream, data, bufs, layout, fwd, bwd),
+        Dtype::F32 => step_as::<f32>(fa, stream, data, bufs, layout, fwd, bwd),
     }
 }
 
 fn step_as<T: Element>(
     fa: &FlashAttention,
     stream: &Arc<CudaStream>,
-    data: &CudaSlice<u16>,
+    data: &CudaSlice<u8>,
     bufs: &mut Buffers,
     layout: Layout4,
     fwd: Option<&ForwardOptions>,
     bwd: Option<&BackwardOptions>,
 ) -> Result<(), String> {
-    // SAFETY (every transmute below): u16 bits and T (f16 or bf16) have the same size and
-    // alignment, and every bit pattern is a value of T.
-    let view = |i: usize| {
-        unsafe { data.slice(i * ELEMENTS..(i + 1) * ELEMENTS).transmute::<T>(ELEMENTS) }.ok_or("view")
-    };
+    let n = ELEMENTS * size_of::<T>();
+    // SAFETY (every transmute below): the bytes hold `ELEMENTS` values of T, every bit pattern
+    // is a value of T (f16, bf16, f32), and each view starts at a multiple of `n` bytes from an
+    // allocation's start, so it is aligned for T.
+    let view = |i: usize| unsafe { data.slice(i * n..(i + 1) * n).transmute::<T>(ELEMENTS) }.ok_or("view");
     let t = |data| DeviceTensor { data, layout };
     let (q, k, v) = (t(view(0)?), t(view(1)?), t(view(2)?));
     let [b, s, h, _] = layout.shape;
@@ -120,11 +125,14 @@ fn step_as<T: Element>(
     Ok(())
 }
 
-/// `x`'s `ELEMENTS` 16-bit values as a tensor of `T`.
-fn view_mut<T: Element>(x: &mut CudaSlice<u16>, layout: Layout4) -> Result<DeviceTensorMut<'_, T>, String> {
+/// `x`'s `ELEMENTS` values as a tensor of `T`.
+fn view_mut<T: Element>(x: &mut CudaSlice<u8>, layout: Layout4) -> Result<DeviceTensorMut<'_, T>, String> {
     // SAFETY: as in `step_as`.
     Ok(DeviceTensorMut { data: unsafe { x.transmute_mut::<T>(ELEMENTS) }.ok_or("view")?, layout })
 }
+
+/// What ours is checked against by [`small_case_error`] alone.
+pub const SMALL_CASE: &str = "float64 reference (batch 1, seqlen 256, 2 heads)";
 
 /// What ours is checked against without the naive backward: [`small_case_error`], and the
 /// other mode's gradients on the case itself.
@@ -143,6 +151,7 @@ pub fn small_case_error(
     match c.dtype {
         Dtype::F16 => small_case_as::<f16>(fa, stream, c, options),
         Dtype::Bf16 => small_case_as::<bf16>(fa, stream, c, options),
+        Dtype::F32 => small_case_as::<f32>(fa, stream, c, options),
     }
 }
 
@@ -177,7 +186,7 @@ fn small_case_as<T: Element>(
     let mut ws = stream.alloc_zeros::<f32>(len.max(1)).map_err(err)?;
     let part = |i: usize| DeviceTensor::contiguous(dev.slice(i * n..(i + 1) * n), shape);
     let (q, k, v, dout) = (part(0), part(1), part(2), part(3));
-    let fwd = ForwardOptions::default().causal(c.causal);
+    let fwd = ForwardOptions::default().causal(c.causal).f32_precision(options.f32_precision);
     {
         let mut o = DeviceTensorMut::contiguous(out.slice_mut(0..n), shape);
         let mut l = DeviceTensorMut::contiguous(lse.slice_mut(0..512), [1, 2, 256]);

@@ -33,9 +33,16 @@ pub const MAX_REL_ERROR: f64 = 0.05;
 /// Implementation names, in column order.
 pub const OURS: &str = "rustflash";
 pub const OURS_DET: &str = "rustflash det";
+/// float32 in the TF32 mode (`OURS` is the default, accurate mode).
+pub const OURS_TF32: &str = "rustflash tf32";
 pub const NAIVE: &str = "naive (cuBLAS)";
-const COLUMN_ORDER: [&str; 7] =
-    [OURS, OURS_DET, NAIVE, "torch flash", "torch cudnn", "torch efficient", "torch math"];
+const COLUMN_ORDER: [&str; 8] =
+    [OURS, OURS_TF32, OURS_DET, NAIVE, "torch flash", "torch cudnn", "torch efficient", "torch math"];
+
+/// Whether `name` is one of ours.
+fn is_ours(name: &str) -> bool {
+    [OURS, OURS_DET, OURS_TF32].contains(&name)
+}
 
 /// Column position of an implementation (unknown names last).
 pub fn order(name: &str) -> usize {
@@ -103,13 +110,14 @@ fn cell(r: Option<&&Row>) -> String {
     }
 }
 
-/// The ratio columns of a table: (numerator, denominator).
+/// The ratio columns of a table: (numerator, denominator): ours (and ours in the TF32 mode, if
+/// measured) over every peer, ours det over torch flash.
 fn ratios(names: &[String]) -> Vec<(&'static str, String)> {
-    let mut out: Vec<(&'static str, String)> = names
-        .iter()
-        .filter(|n| n.as_str() != OURS && n.as_str() != OURS_DET)
-        .map(|p| (OURS, p.clone()))
-        .collect();
+    let peers = || names.iter().filter(|n| !is_ours(n));
+    let mut out: Vec<(&'static str, String)> = peers().map(|p| (OURS, p.clone())).collect();
+    if names.iter().any(|n| n == OURS_TF32) {
+        out.extend(peers().map(|p| (OURS_TF32, p.clone())));
+    }
     if names.iter().any(|n| n == OURS_DET) && names.iter().any(|n| n == "torch flash") {
         out.push((OURS_DET, "torch flash".into()));
     }
@@ -120,6 +128,7 @@ fn short(name: &str) -> &str {
     match name {
         OURS => "ours",
         OURS_DET => "ours det",
+        OURS_TF32 => "ours tf32",
         n => n,
     }
 }
@@ -220,9 +229,15 @@ fn geomean(xs: &[f64]) -> f64 {
     (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp()
 }
 
-/// The ratios the summary follows.
-const SUMMARY_RATIOS: [(&str, &str); 4] =
-    [(OURS, "torch flash"), (OURS, "torch cudnn"), (OURS_DET, "torch flash"), (OURS, NAIVE)];
+/// The ratios the summary follows (float32's: ours and ours tf32 over torch efficient).
+const SUMMARY_RATIOS: [(&str, &str); 6] = [
+    (OURS, "torch flash"),
+    (OURS, "torch cudnn"),
+    (OURS_DET, "torch flash"),
+    (OURS, NAIVE),
+    (OURS, "torch efficient"),
+    (OURS_TF32, "torch efficient"),
+];
 
 /// Per pass and head-dim group, over seqlen >= 1k, causal and not, every dtype: the geometric
 /// mean of each implementation's TFLOPS, and of ours / torch flash, ours / torch cudnn,

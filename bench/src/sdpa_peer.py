@@ -65,7 +65,7 @@ for line in sys.stdin:
     cmd = line.split()
     try:
         if cmd[0] == "setup":
-            dtype = {"f16": torch.float16, "bf16": torch.bfloat16}[cmd[1]]
+            dtype = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[cmd[1]]
             b, h, s, d = map(int, cmd[2:6])
             causal = cmd[6] == "1"
             q = k = v = dout = ref_grads = None
