@@ -520,7 +520,11 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
     let opts_fa = ForwardOptions::default().causal(c.causal);
     let opts_tf32 = opts_fa.clone().f32_precision(F32Precision::Tf32);
     let mut ours = ours::Buffers::new(stream, c, None)?;
-    let mut ours_tf32 = ours::Buffers::new(stream, c, None)?;
+    // TF32 buffers only where that mode is measured (float32).
+    let mut ours_tf32 = match c.dtype {
+        Dtype::F32 => Some(ours::Buffers::new(stream, c, None)?),
+        _ => None,
+    };
 
     // Naive: its own S buffer (b·h·s² elements) and output.
     let (impls, mut missing) = implementations(env, c);
@@ -544,9 +548,12 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
         Impl::Ours => timing::time_runs(device.context(), stream, n, || {
             ours::step(fa, stream, c, &data.device, &mut ours, Some(&opts_fa), None)
         }),
-        Impl::OursTf32 => timing::time_runs(device.context(), stream, n, || {
-            ours::step(fa, stream, c, &data.device, &mut ours_tf32, Some(&opts_tf32), None)
-        }),
+        Impl::OursTf32 => {
+            let bufs = ours_tf32.as_mut().ok_or("no TF32 buffers")?;
+            timing::time_runs(device.context(), stream, n, || {
+                ours::step(fa, stream, c, &data.device, bufs, Some(&opts_tf32), None)
+            })
+        }
         Impl::Naive => {
             let (n_impl, scores, out) = naive_bufs.as_ref().ok_or("naive buffers")?;
             let bufs = naive::NaiveBuffers {
@@ -579,7 +586,8 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
     };
     let tf32_err = match impls.iter().position(|i| *i == Impl::OursTf32) {
         Some(at) if missing[at].is_none() => {
-            reference_check(c, data, &stream.clone_dtoh(&ours_tf32.out).map_err(err)?, layout)?
+            let bufs = ours_tf32.as_ref().ok_or("no TF32 buffers")?;
+            reference_check(c, data, &stream.clone_dtoh(&bufs.out).map_err(err)?, layout)?
         }
         _ => f64::NAN,
     };
@@ -587,7 +595,9 @@ fn measure_forward(env: &mut Env, c: &Case, data: &Inputs) -> Result<Vec<Row>, S
     for (i, imp) in impls.iter().enumerate() {
         checks.push(match imp {
             Impl::Ours => (ours_err, ours_against, ours.bytes()),
-            Impl::OursTf32 => (tf32_err, "float64 reference (sampled rows)", ours_tf32.bytes()),
+            Impl::OursTf32 => {
+                (tf32_err, "float64 reference (sampled rows)", ours_tf32.as_ref().map_or(0, |b| b.bytes()))
+            }
             Impl::Naive => (ours_err, "rustflash", naive_bytes),
             Impl::Torch(b) if missing[i].is_none() => {
                 match torch.as_deref_mut().map(|t| t.ask(&format!("check forward {b}"))) {

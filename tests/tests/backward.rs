@@ -409,6 +409,18 @@ fn f32_plan() -> Vec<Planned> {
     plan
 }
 
+/// The Volta path's every-head-dim case at head dim `d`: one small shape, GQA 2:1, the mask,
+/// placement and mode rotating with `d`.
+fn head_dim_case(d: usize) -> BackwardCase {
+    let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
+    c.shape.heads_q = 2;
+    c.shape.heads_kv = 1;
+    if d % 4 == 1 {
+        c.placement = Placement::Padded;
+    }
+    c
+}
+
 /// `c` on the Volta path (WMMA: the sm_70 module, forced on this GPU), in float16.
 fn volta(mut c: BackwardCase) -> BackwardCase {
     c.bf16 = false;
@@ -423,13 +435,9 @@ fn volta_plan() -> Vec<Planned> {
     let mut plan = matrix("volta_matrix", &[false], volta);
     plan.extend(forced_tiles("volta_tile", volta));
     for d in 1..=256 {
-        let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
-        c.shape.heads_q = 2;
-        c.shape.heads_kv = 1;
-        if d % 4 == 1 {
-            c.placement = Placement::Padded;
-        }
-        plan.push(planned("volta_head_dim", volta(c), Kind::Check).quick_if(d % 37 == 1 || d == 256));
+        plan.push(
+            planned("volta_head_dim", volta(head_dim_case(d)), Kind::Check).quick_if(d % 37 == 1 || d == 256),
+        );
     }
     for d in [64, 128, 256] {
         let c = case(false, d, (333, 400), true, 2, Placement::Contiguous, None, true);
@@ -467,13 +475,8 @@ fn volta_f32_plan() -> Vec<Planned> {
     plan.extend(forced_tiles("volta_f32_tile", volta_f32));
     plan.retain(|p| volta_f32_runs(&p.case));
     for d in 1..=224 {
-        let mut c = case(false, d, (37, 91), d % 3 == 0, 1, Placement::Contiguous, None, d % 5 == 0);
-        c.shape.heads_q = 2;
-        c.shape.heads_kv = 1;
-        if d % 4 == 1 {
-            c.placement = Placement::Padded;
-        }
-        plan.push(planned("volta_f32_head_dim", volta_f32(c), Kind::Check).quick_if(d % 37 == 1 || d == 224));
+        let c = volta_f32(head_dim_case(d));
+        plan.push(planned("volta_f32_head_dim", c, Kind::Check).quick_if(d % 37 == 1 || d == 224));
     }
     for d in [64, 224] {
         let c = case(false, d, (333, 400), true, 2, Placement::Contiguous, None, true);
